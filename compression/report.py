@@ -1,0 +1,145 @@
+"""Report over all rows: Markdown, CSV, Pareto plot, recommended variant.
+
+The Pareto front is over (accuracy up, p50 latency down, size down). The
+recommended variant is picked *from the front*: the fastest front variant within
+``tolerance`` accuracy of the teacher (then the smallest), else the most accurate.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+COLUMNS = [
+    ("variant", "variant", "{}"),
+    ("accuracy", "accuracy", "{:.4f}"),
+    ("f1", "F1", "{:.4f}"),
+    ("loss", "loss", "{:.4f}"),
+    ("agreement", "agree w/ teacher", "{:.4f}"),
+    ("latency_p50_ms", "p50 ms", "{:.2f}"),
+    ("latency_p95_ms", "p95 ms", "{:.2f}"),
+    ("throughput_per_s", "batch-32 sent/s", "{:.0f}"),
+    ("size_mb", "size MB", "{:.2f}"),
+    ("gzip_mb", "gzip MB", "{:.2f}"),
+    ("params", "params", "{:,}"),
+    ("sparsity", "sparsity", "{:.3f}"),
+    ("format", "format", "{}"),
+]
+
+
+def dominates(a: dict, b: dict) -> bool:
+    ge = a["accuracy"] >= b["accuracy"] and a["latency_p50_ms"] <= b["latency_p50_ms"] and a["size_mb"] <= b["size_mb"]
+    gt = a["accuracy"] > b["accuracy"] or a["latency_p50_ms"] < b["latency_p50_ms"] or a["size_mb"] < b["size_mb"]
+    return ge and gt
+
+
+def pareto_front(rows: list[dict]) -> list[str]:
+    return [r["variant"] for r in rows if not any(dominates(o, r) for o in rows if o is not r)]
+
+
+def recommend(rows: list[dict], teacher_accuracy: float | None, tolerance: float = 0.01) -> str | None:
+    front = set(pareto_front(rows))
+    candidates = [r for r in rows if r["variant"] in front and r["variant"] != "teacher"]
+    if not candidates:
+        return None
+    if teacher_accuracy is not None:
+        close = [r for r in candidates if r["accuracy"] >= teacher_accuracy - tolerance]
+        if close:
+            return min(close, key=lambda r: (r["latency_p50_ms"], r["size_mb"]))["variant"]
+    return max(candidates, key=lambda r: r["accuracy"])["variant"]
+
+
+def load_rows(out_dir: Path) -> list[dict]:
+    """metrics.json of the teacher and every finished variant, teacher first."""
+    rows = []
+    for folder in sorted(Path(out_dir).iterdir()):
+        m = folder / "metrics.json"
+        if folder.is_dir() and not folder.name.startswith(".") and m.is_file():
+            rows.append(json.loads(m.read_text()))
+    rows.sort(key=lambda r: (r["variant"] != "teacher", r["variant"]))
+    return rows
+
+
+def _fmt(row, key, fmt):
+    value = row.get(key)
+    return "" if value is None else fmt.format(value)
+
+
+def write_report(out_dir: Path, tolerance: float = 0.01) -> dict:
+    """Write report.md, report.csv, pareto.png; returns a summary dict."""
+    out_dir = Path(out_dir)
+    rows = load_rows(out_dir)
+    if not rows:
+        raise ValueError(f"{out_dir}: no metrics.json found; run `python -m compression build` first")
+    teacher = next((r for r in rows if r["variant"] == "teacher"), None)
+    front = pareto_front(rows)
+    best = recommend(rows, teacher["accuracy"] if teacher else None, tolerance)
+    for r in rows:
+        r["pareto"] = r["variant"] in front
+        r["recommended"] = r["variant"] == best
+        if teacher:
+            r["size_ratio_vs_teacher"] = teacher["size_mb"] / r["size_mb"]
+            r["speedup_vs_teacher"] = teacher["latency_p50_ms"] / r["latency_p50_ms"]
+
+    keys = [k for k, _, _ in COLUMNS] + ["pareto", "recommended", "size_ratio_vs_teacher", "speedup_vs_teacher"]
+    with (out_dir / "report.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+    header = [h for _, h, _ in COLUMNS] + ["× smaller", "× faster", "Pareto"]
+    lines = [
+        f"# Evaluation report: {out_dir.name}",
+        "",
+        f"Measured on {rows[0].get('cpu', '?')} with {rows[0].get('threads', '?')} thread(s); "
+        f"{rows[0].get('eval_samples', '?')} evaluation sentences; latency is batch 1, model only "
+        "(tokenization excluded), after warm-up. Ratios are against the PyTorch fp32 teacher.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for r in rows:
+        cells = [_fmt(r, k, f) for k, _, f in COLUMNS]
+        cells[0] = f"**{r['variant']}** (recommended)" if r["recommended"] else r["variant"]
+        cells += [_fmt(r, "size_ratio_vs_teacher", "{:.1f}"), _fmt(r, "speedup_vs_teacher", "{:.1f}"), "✓" if r["pareto"] else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Pareto front (accuracy ↑, p50 latency ↓, size ↓): {', '.join(front)}.",
+        f"Recommended: **{best}** — the fastest front variant within {tolerance * 100:.1f} accuracy points of the teacher.",
+        "",
+        "Sparsity only shrinks the gzip column: a dense ONNX graph runs zeros as fast as any other weight.",
+        "",
+        "![Pareto plot](pareto.png)",
+        "",
+    ]
+    (out_dir / "report.md").write_text("\n".join(lines))
+    plot_pareto(rows, out_dir / "pareto.png")
+    summary = {"rows": rows, "pareto": front, "recommended": best}
+    (out_dir / "report.json").write_text(json.dumps(summary, indent=2))
+    log.info("report written to %s (recommended: %s)", out_dir / "report.md", best)
+    return summary
+
+
+def plot_pareto(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in rows:
+        color = "tab:red" if r.get("recommended") else ("tab:blue" if r.get("pareto") else "tab:gray")
+        ax.scatter(r["latency_p50_ms"], r["accuracy"] * 100, s=20 + 4 * r["size_mb"], color=color, alpha=0.6)
+        ax.annotate(r["variant"], (r["latency_p50_ms"], r["accuracy"] * 100), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r["latency_p50_ms"])
+    ax.plot([r["latency_p50_ms"] for r in front], [r["accuracy"] * 100 for r in front], "--", color="tab:blue", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("batch-1 p50 latency (ms, log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy vs latency (marker area ∝ size; red = recommended, blue = Pareto front)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
