@@ -108,6 +108,7 @@ def train_teacher(base_model: str, train: TextData, dcfg: DatasetConfig, tcfg: T
         logging_steps=50,
         report_to=[],
         dataloader_num_workers=0,
+        dataloader_pin_memory=False,
         disable_tqdm=False,
     )
     trainer = Trainer(

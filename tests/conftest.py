@@ -1,0 +1,110 @@
+"""Tiny random models and synthetic data so most tests run in seconds.
+
+The tiny BERT has a ~120-word WordPiece vocabulary, hidden size 128 and 2 layers
+(big enough that weights, not graph metadata, dominate file sizes): every
+property the pipeline promises (export parity, quantized nodes, size ratios,
+resume) is visible on it. One integration test uses the real MiniLM.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
+POS = ["good", "great", "fun", "lovely", "superb", "moving", "charming", "brilliant", "fine", "smart"]
+NEG = ["bad", "awful", "dull", "boring", "weak", "ugly", "tedious", "poor", "messy", "flat"]
+FILLER = ["the", "film", "movie", "is", "was", "a", "very", "plot", "story", "acting", "and", "it", "quite", "really"]
+
+
+def synthetic(n: int, seed: int) -> list[tuple[str, int]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        words = rng.sample(FILLER, 4) + [rng.choice(POS if label else NEG)]
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_tsv(path: Path, rows) -> Path:
+    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
+    return path
+
+
+def make_tiny_model(folder: Path, model_type: str = "bert", seed: int = 0) -> Path:
+    """Random tiny sequence classifier + WordPiece tokenizer saved to ``folder``."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(POS + NEG + FILLER))
+    vocab += [c for c in "abcdefghijklmnopqrstuvwxyz0123456789.,!?'"] + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
+        max_position_embeddings=64, num_labels=2, id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs():
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("compression").setLevel(logging.INFO)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-data")
+    write_tsv(folder / "train.tsv", synthetic(400, 1))
+    write_tsv(folder / "validation.tsv", synthetic(120, 2))
+    return folder
+
+
+def tiny_recipe_dict(model: Path, data: Path, **variants) -> dict:
+    return {
+        "version": 1,
+        "name": "tiny",
+        "base_model": str(model),
+        "dataset": {"path": str(data), "label_names": ["negative", "positive"], "max_length": 32},
+        "teacher": {"epochs": 4, "batch_size": 16, "learning_rate": 1e-3},
+        "evaluation": {"threads": 1, "latency_runs": 10, "warmup": 2, "latency_sentences": 5},
+        "variants": variants
+        or {
+            "fp32": ["export"],
+            "fp16": ["export", "fp16"],
+            "int8-dynamic": ["export", {"quantize_dynamic": {"preset": "auto"}}],
+            "int8-static": ["export", {"quantize_static": {"calibration_samples": 32}}],
+            "torch-int8": ["torch_dynamic_int8"],
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, tiny_model, tiny_data):
+    """One build of the tiny recipe shared by read-only tests: (recipe, out_dir, summary)."""
+    from compression import Recipe, build
+
+    recipe = Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data))
+    out = tmp_path_factory.mktemp("built")
+    summary = build(recipe, out)
+    return recipe, out, summary

@@ -1,0 +1,45 @@
+"""Metrics and the Pareto/recommendation logic on hand-made numbers."""
+import math
+
+import numpy as np
+
+from compression.evaluation import quality
+from compression.report import dominates, pareto_front, recommend
+
+
+def test_quality_matches_hand_computation():
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]], np.float32)
+    labels = [0, 1, 1, 1]
+    q = quality(logits, labels, reference=np.array([0, 1, 1, 0]))
+    assert q["accuracy"] == 0.75
+    # positive class: tp=2, predicted=2, actual=3 -> F1 = 4/5
+    assert math.isclose(q["f1"], 0.8)
+    expected_loss = np.mean([
+        -math.log(math.exp(2) / (math.exp(2) + 1)),
+        -math.log(math.exp(1) / (1 + math.exp(1))),
+        -math.log(1 / (math.exp(1) + 1)),
+        -math.log(math.exp(3) / (1 + math.exp(3))),
+    ])
+    assert math.isclose(q["loss"], expected_loss, rel_tol=1e-5)
+    assert q["agreement"] == 0.5
+
+
+def _row(name, acc, ms, mb):
+    return {"variant": name, "accuracy": acc, "latency_p50_ms": ms, "size_mb": mb}
+
+
+def test_pareto_front_and_recommendation():
+    rows = [
+        _row("teacher", 0.90, 20, 90),
+        _row("fp32", 0.90, 10, 90),       # dominates teacher (same acc, faster, same size)
+        _row("int8", 0.895, 3, 23),
+        _row("worse-int8", 0.89, 4, 24),  # dominated by int8
+        _row("tiny", 0.85, 1, 4),
+    ]
+    assert dominates(rows[1], rows[0]) and not dominates(rows[0], rows[1])
+    front = pareto_front(rows)
+    assert set(front) == {"fp32", "int8", "tiny"}
+    assert recommend(rows, 0.90, tolerance=0.01) == "int8"      # fastest within 1 point
+    assert recommend(rows, 0.90, tolerance=0.10) == "tiny"
+    assert recommend(rows, 0.99, tolerance=0.01) == "fp32"      # none close: most accurate on the front
+    assert recommend([_row("teacher", 0.9, 1, 1)], 0.9) is None

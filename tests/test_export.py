@@ -1,0 +1,64 @@
+"""ONNX export parity: the exported graph must compute what PyTorch computes."""
+import numpy as np
+import pytest
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from compression.evaluation import OnnxRunner, TorchRunner, load_runner
+from compression.export import OnnxError, load_onnx
+from conftest import synthetic
+
+TEXTS = [t for t, _ in synthetic(24, 9)] + ["", "good " * 40, "unknownword ??? !!"]
+FP32_ATOL = 1e-4  # float32 export: only op-order rounding differs
+FP16_ATOL = 2e-2  # fp16 weights/activations: ~3 decimal digits
+
+
+def _torch_logits(folder, texts):
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    return TorchRunner(model, AutoTokenizer.from_pretrained(folder), max_length=32).logits(texts, 8)
+
+
+def test_fp32_onnx_matches_pytorch(built):
+    _, out, _ = built
+    ref = _torch_logits(out / "teacher", TEXTS)
+    got = OnnxRunner(out / "fp32", max_length=32).logits(TEXTS, 8)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=FP32_ATOL)
+
+
+def test_fp16_onnx_matches_pytorch(built):
+    _, out, _ = built
+    ref = _torch_logits(out / "teacher", TEXTS)
+    got = OnnxRunner(out / "fp16", max_length=32).logits(TEXTS, 8)
+    np.testing.assert_allclose(got, ref, atol=FP16_ATOL)
+    assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.95
+
+
+def test_variant_folder_loads_with_optimum(built):
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+
+    _, out, _ = built
+    for name in ("fp32", "int8-dynamic", "int8-static", "fp16"):
+        model = ORTModelForSequenceClassification.from_pretrained(out / name)
+        tok = AutoTokenizer.from_pretrained(out / name)
+        enc = tok(TEXTS[:6], padding=True, return_tensors="np")
+        ours = load_runner(out / name, max_length=32).logits(TEXTS[:6])
+        np.testing.assert_allclose(model(**enc).logits, ours, atol=1e-5)
+        assert model.config.id2label == {0: "negative", 1: "positive"}
+
+
+def test_torch_int8_reference_row_reloads(built):
+    _, out, _ = built
+    runner = load_runner(out / "torch-int8", max_length=32)
+    ref = _torch_logits(out / "teacher", TEXTS)
+    got = runner.logits(TEXTS, 8)
+    assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
+    assert not np.allclose(got, ref, atol=1e-7)  # it really is quantized
+
+
+def test_corrupt_onnx_gives_clear_error(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"this is not a protobuf")
+    with pytest.raises(OnnxError, match="not a valid ONNX model"):
+        load_onnx(bad)
+    with pytest.raises(OnnxError, match="ONNX file not found"):
+        load_onnx(tmp_path / "missing.onnx")
