@@ -23,6 +23,18 @@ FORMAT_ONNX, FORMAT_TORCH, FORMAT_TORCH_INT8 = "onnx", "pytorch", "pytorch-int8"
 MODEL_FILES = {FORMAT_ONNX: "model.onnx", FORMAT_TORCH: "model.safetensors", FORMAT_TORCH_INT8: "pytorch_int8.pt"}
 
 
+def usable_length(config, requested: int | None, folder: Path | None = None) -> int:
+    """The recipe's max_length (or 128), capped by what the position table holds."""
+    if requested is None and folder is not None and (Path(folder) / "compression_config.json").is_file():
+        cc = json.loads((Path(folder) / "compression_config.json").read_text())
+        requested = cc.get("recipe", {}).get("dataset", {}).get("max_length")
+    requested = requested or 128
+    cap = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if cap and config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        cap -= 2  # their position ids start after the padding index
+    return min(requested, cap) if cap else requested
+
+
 class Runner:
     """texts -> float32 logits. Subclasses set tokenizer, max_length, model_file."""
 
@@ -42,7 +54,7 @@ class Runner:
 class OnnxRunner(Runner):
     fmt = FORMAT_ONNX
 
-    def __init__(self, folder: Path, threads: int = 1, max_length: int = 128, tokenizer=None):
+    def __init__(self, folder: Path, threads: int = 1, max_length: int | None = None, tokenizer=None):
         import onnxruntime as ort
         from transformers import AutoConfig, AutoTokenizer
 
@@ -59,7 +71,7 @@ class OnnxRunner(Runner):
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.config = AutoConfig.from_pretrained(self.folder)
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(self.folder)
-        self.max_length = max_length
+        self.max_length = usable_length(self.config, max_length, self.folder)
 
     def encode(self, texts):
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
@@ -72,12 +84,13 @@ class OnnxRunner(Runner):
 class TorchRunner(Runner):
     fmt = FORMAT_TORCH
 
-    def __init__(self, model, tokenizer, threads: int = 1, max_length: int = 128, model_file: Path | None = None, fmt=FORMAT_TORCH):
+    def __init__(self, model, tokenizer, threads: int = 1, max_length: int | None = None, model_file: Path | None = None, fmt=FORMAT_TORCH):
         import torch
 
         torch.set_num_threads(threads)
-        self.model, self.tokenizer, self.max_length = model.eval(), tokenizer, max_length
+        self.model, self.tokenizer = model.eval(), tokenizer
         self.config = model.config
+        self.max_length = usable_length(self.config, max_length, model_file.parent if model_file else None)
         self.model_file, self.fmt = model_file, fmt
 
     def encode(self, texts):
@@ -97,7 +110,7 @@ def variant_format(folder: Path) -> str:
     return FORMAT_ONNX if (Path(folder) / "model.onnx").is_file() else FORMAT_TORCH
 
 
-def load_runner(folder: Path, threads: int = 1, max_length: int = 128) -> Runner:
+def load_runner(folder: Path, threads: int = 1, max_length: int | None = None) -> Runner:
     """Open any variant folder (ONNX, PyTorch, PyTorch int8) as a Runner."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 

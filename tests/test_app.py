@@ -1,0 +1,156 @@
+"""The Gradio app over tiny built variants: API via gradio_client, UI via Chromium."""
+import importlib
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from compression import serving
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(built, tmp_path_factory, monkeypatch_module):
+    _, out, _ = built
+    root = tmp_path_factory.mktemp("app-variants")
+    for item in out.iterdir():
+        (shutil.copytree if item.is_dir() else shutil.copy)(item, root / item.name)
+    shutil.copytree(out / "fp32", root / "broken")
+    (root / "broken" / "model.onnx").write_bytes(b"\x00garbage")
+    monkeypatch_module.setenv("BCS_VARIANTS_DIR", str(root))
+    monkeypatch_module.delenv("BCS_HUB_REPOS", raising=False)
+    sys.modules.pop("app", None)
+    module = importlib.import_module("app")
+    port = _free_port()
+    module.demo.queue(default_concurrency_limit=4).launch(prevent_thread_lock=True, server_port=port, quiet=True)
+    yield module, f"http://127.0.0.1:{port}/"
+    module.demo.close()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from gradio_client import Client
+
+    return Client(app[1], verbose=False)
+
+
+def _rows(result):
+    table = result[0]
+    return [dict(zip(table["headers"], row)) for row in table["data"]]
+
+
+def test_every_variant_answers_and_broken_one_is_listed(app, client):
+    module, _ = app
+    assert "broken" in module.STUDIO.unavailable and "broken" not in module.STUDIO.variants
+    assert "torch-int8" in module.STUDIO.unavailable  # PyTorch-only row, said why
+    rows = _rows(client.predict("the acting was superb and moving", None, api_name="/classify"))
+    assert [r["variant"] for r in rows] == module.STUDIO.names
+    assert {"fp32", "fp16", "int8-dynamic", "int8-static"} <= set(module.STUDIO.names)
+    for r in rows:
+        assert r["label"] in ("negative", "positive") and 0.5 <= r["confidence"] <= 1.0 and r["latency_ms"] > 0
+    ref = next(r for r in rows if r["variant"] == "fp32")
+    assert ref["agrees"] == "✓"
+    sizes = {r["variant"]: r["size_mb"] for r in rows}
+    assert sizes["fp32"] > 3 * sizes["int8-dynamic"]
+
+
+@pytest.mark.parametrize(
+    "text, expect_rows, note",
+    [
+        ("", False, "input was empty"),
+        ("   \n\t ", False, "input was empty"),
+        ("good " * 20_000, True, "only the first 2,000 were classified"),
+        ("good\x00 film\x07", True, "control characters were removed"),
+        ("🎬 الفيلم رائع great film", True, ""),
+        ("<script>alert(1)</script>", True, ""),
+    ],
+)
+def test_odd_input(client, text, expect_rows, note):
+    result = client.predict(text, None, api_name="/classify")
+    assert bool(_rows(result)) == expect_rows
+    assert note in result[1]
+    assert "<script>" not in result[1]
+
+
+def test_query_params_preselect_and_unknown_variant(app):
+    module, _ = app
+
+    class FakeRequest:
+        def __init__(self, params):
+            self.query_params = params
+
+    text, update, notes = module.on_load(FakeRequest({"variant": "int8-dynamic", "text": "so dull"}))
+    assert text == "so dull" and update["value"] == "int8-dynamic" and notes == ""
+    text, update, notes = module.on_load(FakeRequest({"variant": "int9", "text": "x"}))
+    assert update["value"] is None and "Unknown variant 'int9'" in notes
+    df, *_ , link = module.classify("so dull", "int8-dynamic")
+    assert link == "?text=so+dull&variant=int8-dynamic"
+    assert "▶ int8-dynamic" in list(df["variant"])
+
+
+def test_batch_with_labels_and_bad_files(app, tmp_path):
+    module, _ = app
+    good = tmp_path / "b.csv"
+    good.write_text("sentence,label\nsuperb film,1\nawful plot,0\nbrilliant acting,1\n")
+    table, matrix, notes = module.batch("", str(good))
+    assert set(table["variant"]) == set(module.STUDIO.names) and "accuracy" in table
+    assert (table["accuracy"].between(0, 1)).all()
+    assert matrix.set_index("variant").loc["fp32", "fp32"] == 1.0
+    bad = tmp_path / "bad.csv"
+    bad.write_text('sentence,label\n"unterminated,1\nok,0,extra\n')
+    table, matrix, notes = module.batch("", str(bad))
+    assert table.empty and ("could not parse" in notes or "fields" in notes)
+    nocol = tmp_path / "nocol.csv"
+    nocol.write_text("review\nnice\n")
+    assert "needs a 'sentence' or 'text' column" in module.batch("", str(nocol))[2]
+    lines = "\n".join(["good film"] * (serving.MAX_BATCH_ROWS + 5))
+    table, _, notes = module.batch(lines, None)
+    assert table["sentences"].iloc[0] == serving.MAX_BATCH_ROWS and "row cap" in notes
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (.ci/run installs it)")
+def test_real_browser_types_and_sees_one_row_per_variant(app, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    module, url = app
+    dialogs = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1300})
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(url + "?variant=int8-dynamic&text=%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+        box = page.get_by_label("Sentence")
+        page.wait_for_function("() => document.querySelector('textarea') && document.querySelector('textarea').value.length > 0", timeout=20000)
+        assert box.input_value() == "<script>alert(1)</script>"  # filled from the link, as text
+        box.fill("a charming and moving film")
+        page.get_by_role("button", name="Classify").click()
+        first_col = page.locator('#predictions [data-testid^="cell-"][data-col="0"]')
+        page.wait_for_function(
+            f"() => document.querySelectorAll('#predictions [data-testid^=\"cell-\"][data-col=\"0\"]').length === {len(module.STUDIO.names)}",
+            timeout=30000,
+        )
+        names = [t.strip() for t in first_col.all_inner_texts()]
+        assert sorted(n.replace("▶ ", "") for n in names) == sorted(module.STUDIO.names)
+        assert "▶ int8-dynamic" in names  # preselected by the link
+        page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "app.png").stat().st_size > 20_000
+    assert dialogs == []  # the <script> was never executed
