@@ -32,6 +32,10 @@ def export_onnx(model, out_path: Path, opset: int = OPSET) -> Path:
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         onnx_export_from_model(model.eval(), tmp, opset=opset, task="text-classification", do_validation=False)
         shutil.move(str(Path(tmp) / "model.onnx"), out_path)
+    if getattr(model, "_bcs_qat", False):  # QAT graphs: store Q(W) as int8, not fp32 + Q
+        from .qat import fold_weight_quantizers
+
+        log.info("QAT export: %d weight quantizers folded to int8", fold_weight_quantizers(out_path))
     log.info("exported %s (%.1f MB)", out_path, out_path.stat().st_size / 1e6)
     return out_path
 

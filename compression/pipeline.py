@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass, field
 import logging
 import os
 import shutil
@@ -30,7 +31,7 @@ from . import evaluation, report
 from .config import Recipe, VariantSpec, save_recipe
 from .data import load_splits
 from .export import export_onnx
-from .registry import chain_tags, get_step
+from .registry import chain_tags, check_against_model, get_step
 from .teacher import check_base_model, resolve_base_model, train_teacher
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,16 @@ def check_output_dir(out_dir: Path) -> None:
         raise BuildError(f"output folder {out_dir} is not writable ({exc.strerror}); pass --out to a writable folder") from None
 
 
+@dataclass
+class ChainState:
+    """What PyTorch steps pass along: the model and the tokenizer that feeds it."""
+
+    model: object
+    tokenizer: object
+    touched: bool = False
+    notes: dict = field(default_factory=dict)  # facts steps report (real sparsity, coverage...) -> metrics.json
+
+
 class BuildContext:
     """What steps may need beyond their config: data, tokenizer, teacher."""
 
@@ -91,6 +102,15 @@ class BuildContext:
         self.recipe, self.out_dir, self.splits = recipe, out_dir, splits
         self.teacher, self.tokenizer = teacher, tokenizer
         self._teacher_onnx: Path | None = None
+        self._train_logits = None
+
+    def teacher_train_logits(self):
+        """Teacher logits on the training split, computed once per build for every KD step."""
+        if self._train_logits is None:
+            from .distillation import teacher_logits_for
+
+            self._train_logits = teacher_logits_for(self.teacher, self.tokenizer, self.splits["train"].texts, self.recipe.dataset.max_length)
+        return self._train_logits
 
     def teacher_onnx(self, fingerprint: str) -> Path:
         """Export the teacher once per build and share it between variants."""
@@ -122,7 +142,9 @@ def preflight(recipe: Recipe, out_dir: Path, base_dir: Path | None = None):
     """Everything that can be checked before training: output dir, model, data."""
     check_output_dir(out_dir)
     base = resolve_base_model(recipe.base_model)
-    check_base_model(base)
+    model_config = check_base_model(base)
+    for variant in recipe.variants:
+        check_against_model(variant, model_config)
     splits = load_splits(recipe.dataset, base_dir)
     return base, splits
 
@@ -155,10 +177,11 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         log.info("%s: %s", spec.name, " -> ".join(c.name for c in spec.steps))
-        fmt, model_config = run_chain(spec, ctx, tmp)
-        write_variant_files(tmp, spec, recipe, base, fmt, model_config, ctx.tokenizer)
+        fmt, model_config, chain_tokenizer, notes = run_chain(spec, ctx, tmp)
+        write_variant_files(tmp, spec, recipe, base, fmt, model_config, chain_tokenizer)
         runner = evaluation.load_runner(tmp, cfg.threads, recipe.dataset.max_length)
         metrics, _ = evaluation.measure(runner, splits["eval"].texts, splits["eval"].labels, cfg, reference)
+        metrics.update(notes)
         metrics.update(variant=spec.name, fingerprint=fp, steps=[c.name for c in spec.steps], tags=chain_tags(spec))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         del runner
@@ -195,18 +218,20 @@ def _teacher(recipe, base, splits, out_dir, force):
 
 
 def run_chain(spec: VariantSpec, ctx: BuildContext, tmp: Path):
-    """Apply the steps in order; returns (format, the final model's config)."""
-    model, touched, stage = None, False, "torch"
+    """Apply the steps in order; returns (format, final model config, tokenizer)."""
+    state, stage = ChainState(None, ctx.tokenizer), "torch"
     onnx_path = tmp / "model.onnx"
     for call in tqdm(spec.steps, desc=spec.name, unit="step", leave=False):
         step = get_step(call.name)
         if step.stage in ("torch", "terminal"):
-            model = step.apply(model if model is not None else copy.deepcopy(ctx.teacher), call.config, ctx)
-            touched, stage = True, step.stage
+            if state.model is None:
+                state.model = copy.deepcopy(ctx.teacher)
+            state = step.apply(state, call.config, ctx)
+            state.touched, stage = True, step.stage
             continue
         if stage == "torch":  # entering ONNX: export what we have
-            if touched:
-                export_onnx(model, onnx_path)
+            if state.touched:
+                export_onnx(state.model, onnx_path)
             else:
                 shutil.copyfile(ctx.teacher_onnx(teacher_fingerprint(ctx.recipe)), onnx_path)
             stage = "onnx"
@@ -214,11 +239,11 @@ def run_chain(spec: VariantSpec, ctx: BuildContext, tmp: Path):
     if stage == "terminal":
         import torch
 
-        torch.save(model.state_dict(), tmp / evaluation.MODEL_FILES[evaluation.FORMAT_TORCH_INT8])
-        return evaluation.FORMAT_TORCH_INT8, model.config
+        torch.save(state.model.state_dict(), tmp / evaluation.MODEL_FILES[evaluation.FORMAT_TORCH_INT8])
+        return evaluation.FORMAT_TORCH_INT8, state.model.config, state.tokenizer, state.notes
     if stage == "torch":  # PyTorch-only chains still ship an ONNX model
-        export_onnx(model, onnx_path)
-    return evaluation.FORMAT_ONNX, (model if model is not None else ctx.teacher).config
+        export_onnx(state.model, onnx_path)
+    return evaluation.FORMAT_ONNX, (state.model or ctx.teacher).config, state.tokenizer, state.notes
 
 
 def _compression_config(name, steps, recipe, base, fmt) -> dict:
@@ -264,8 +289,8 @@ def evaluate_dir(out_dir: str | Path, base_dir: Path | None = None) -> dict:
         if folder.name == "teacher":
             reference = logits.argmax(-1)
             metrics["agreement"] = 1.0
-        for key in ("variant", "fingerprint", "steps", "tags"):
-            metrics[key] = old.get(key)
+        for key, value in old.items():  # keep build-time facts (steps, notes) not re-measured
+            metrics.setdefault(key, value)
         tmp = folder / ".metrics.json.tmp"
         tmp.write_text(json.dumps(metrics, indent=2))
         os.replace(tmp, folder / "metrics.json")

@@ -203,6 +203,7 @@ def _static_step(onnx_path, cfg, ctx):
 
 
 @register_step("torch_dynamic_int8", TorchDynamicInt8Config, stage="terminal", tags=("int8", "quantized", "pytorch"))
-def _torch_step(model, cfg, ctx):
+def _torch_step(state, cfg, ctx):
     """PyTorch dynamic int8 of nn.Linear (reference row)."""
-    return torch_dynamic_int8(model)
+    state.model = torch_dynamic_int8(state.model)
+    return state

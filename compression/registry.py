@@ -30,18 +30,24 @@ class Step:
     stage: str
     tags: tuple[str, ...]  # feed Hub card tags and base_model_relation
     doc: str
+    check: Callable[[Any, Any], None] | None = None  # (cfg, model_config) -> raise ValueError
 
 
 _STEPS: dict[str, Step] = {}
-_BUILTIN_MODULES = ("export", "quantization")
+_BUILTIN_MODULES = ("export", "quantization", "distillation", "pruning", "vocab", "qat")
 
 
-def register_step(name: str, config_cls: type, stage: str, tags: tuple[str, ...] = ()):
-    """Decorator: register ``fn(state, cfg, ctx)`` as step ``name``."""
+def register_step(name: str, config_cls: type, stage: str, tags: tuple[str, ...] = (), check=None):
+    """Decorator: register ``fn(state, cfg, ctx)`` as step ``name``.
+
+    torch/terminal steps get and return a ChainState (model + tokenizer); onnx
+    steps get and return the ONNX path. ``check(cfg, model_config)`` runs before
+    any work and raises ValueError for configs the model cannot take.
+    """
     assert stage in STAGES, stage
 
     def deco(fn):
-        _STEPS[name] = Step(name, config_cls, fn, stage, tuple(tags), (fn.__doc__ or "").strip())
+        _STEPS[name] = Step(name, config_cls, fn, stage, tuple(tags), (fn.__doc__ or "").strip(), check)
         return fn
 
     return deco
@@ -84,6 +90,8 @@ def check_chain(variant) -> None:
         stage = get_step(call.name).stage
         if stage == "terminal" and i != len(variant.steps) - 1:
             raise RecipeError(f"variant {variant.name!r}: step {call.name!r} keeps the model in PyTorch and must be last")
+        if call.name == "vocab_prune" and any(get_step(c.name).stage == "torch" for c in variant.steps[i + 1 :]):
+            raise RecipeError(f"variant {variant.name!r}: put vocab_prune after the training steps (distill, prune, qat)")
         if stage == "onnx":
             seen_onnx = True
         elif seen_onnx:
@@ -91,6 +99,20 @@ def check_chain(variant) -> None:
                 f"variant {variant.name!r}: PyTorch step {call.name!r} comes after an ONNX step; "
                 "put PyTorch steps (pruning, distillation, ...) before ONNX ones"
             )
+
+
+def check_against_model(variant, model_config) -> None:
+    """Run each step's model-aware check (depth, heads, ...) before the build starts.
+
+    Checks run against the base model's config; a chain that shrinks the model
+    first (e.g. distill then prune) is checked again when the step runs."""
+    for call in variant.steps:
+        step = get_step(call.name)
+        if step.check is not None:
+            try:
+                step.check(call.config, model_config)
+            except ValueError as exc:
+                raise RecipeError(f"variant {variant.name!r} step {call.name!r}: {exc}") from None
 
 
 def chain_tags(variant) -> list[str]:

@@ -47,7 +47,8 @@ def make_tiny_model(folder: Path, model_type: str = "bert", seed: int = 0) -> Pa
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(POS + NEG + FILLER))
-    vocab += [c for c in "abcdefghijklmnopqrstuvwxyz0123456789.,!?'"] + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
+    vocab += [c for c in "bcdefghijklmnopqrstuvwxyz0123456789.,!?'"] + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
+    assert len(vocab) == len(set(vocab))  # a duplicate would leave a hole in the vocab
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
     torch.manual_seed(seed)

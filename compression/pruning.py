@@ -1,0 +1,321 @@
+"""Pruning: unstructured (magnitude/random, one-shot or cubic-gradual), near-zero
+thresholding, and structured head/FFN removal ranked by first-order Taylor importance.
+
+Honesty note: unstructured zeros do not make a dense ONNX graph faster or its
+file smaller; they only shrink the gzip size. Structured pruning removes rows
+and columns, so the graph really gets smaller and faster.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .distillation import TrainConfig, distill, encoder_layers
+from .registry import register_step
+
+log = logging.getLogger(__name__)
+BERT_LIKE = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
+
+
+def encoder_linears(model) -> list[tuple[str, torch.nn.Linear]]:
+    """The nn.Linear layers inside the encoder blocks (embeddings/classifier are left alone)."""
+    out = []
+    for i, layer in enumerate(encoder_layers(model)):
+        for name, mod in layer.named_modules():
+            if isinstance(mod, torch.nn.Linear):
+                out.append((f"layer.{i}.{name}", mod))
+    return out
+
+
+def sparsity_of(modules) -> float:
+    total = sum(m.weight.numel() for _, m in modules)
+    return sum(int((m.weight == 0).sum()) for _, m in modules) / total
+
+
+# ------------------------------------------------------------------ unstructured
+@dataclass(frozen=True)
+class UnstructuredPruneConfig(TrainConfig):
+    """Zero a fraction of encoder Linear weights.
+
+    Fields (plus TrainConfig's, used for KD recovery):
+        amount: final fraction of weights set to zero, in [0, 1).
+        method: ``l1`` (smallest magnitude) or ``random``.
+        scope: ``layer`` (each Linear gets ``amount``) or ``global`` (one ranking over all).
+        schedule: ``oneshot`` (prune, then recover) or ``cubic`` (sparsity grows as
+            amount·(1−(1−t/T)³) over the first 80% of recovery steps, Zhu & Gupta 2017).
+        recovery: KD fine-tuning after/while pruning (False: one-shot without training).
+    """
+
+    amount: float = 0.5
+    method: str = "l1"
+    scope: str = "layer"
+    schedule: str = "oneshot"
+    recovery: bool = True
+
+    def __post_init__(self):
+        if not 0 <= self.amount < 1:
+            raise ValueError(f"amount must be in [0, 1), got {self.amount}")
+        if self.method not in ("l1", "random") or self.scope not in ("layer", "global"):
+            raise ValueError("method must be l1|random and scope layer|global")
+        if self.schedule not in ("oneshot", "cubic"):
+            raise ValueError("schedule must be oneshot or cubic")
+        if self.schedule == "cubic" and not self.recovery:
+            raise ValueError("the cubic schedule prunes during fine-tuning: it needs recovery: true")
+
+
+def compute_masks(modules, amount: float, scope: str, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keep-masks zeroing exactly ``amount`` of weights per layer or globally by score."""
+    if amount <= 0:
+        return {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in modules}
+    if scope == "global":
+        flat = torch.cat([scores[n].flatten() for n, _ in modules])
+        k = int(amount * flat.numel())
+        cut = torch.kthvalue(flat, k).values if k > 0 else flat.min() - 1
+        return {n: scores[n] > cut for n, _ in modules}
+    masks = {}
+    for n, m in modules:
+        s = scores[n].flatten()
+        k = int(amount * s.numel())
+        keep = torch.ones_like(s, dtype=torch.bool)
+        if k > 0:
+            keep[torch.topk(s, k, largest=False).indices] = False
+        masks[n] = keep.view_as(m.weight)
+    return masks
+
+
+def _scores(modules, method, seed):
+    if method == "random":  # fixed per build so gradual masks stay nested
+        g = torch.Generator().manual_seed(seed)
+        return {n: torch.rand(m.weight.shape, generator=g) for n, m in modules}
+    return {n: m.weight.detach().abs() for n, m in modules}
+
+
+def prune(model, cfg: UnstructuredPruneConfig, train=None):
+    """One-shot/gradual unstructured pruning; ``train(on_step, after_step)`` runs KD recovery."""
+    modules = encoder_linears(model)
+    rand_scores = _scores(modules, "random", cfg.seed) if cfg.method == "random" else None
+    masks: dict[str, torch.Tensor] = {}
+
+    def apply(amount):
+        masks.update(compute_masks(modules, amount, cfg.scope, rand_scores or _scores(modules, "l1", cfg.seed)))
+        enforce()
+
+    @torch.no_grad()
+    def enforce():
+        for n, m in modules:
+            m.weight.mul_(masks[n])
+
+    if cfg.schedule == "oneshot" or train is None:
+        apply(cfg.amount)
+        if cfg.recovery and train is not None:
+            train(None, lambda *_: enforce())
+    else:
+        def on_step(step, total):
+            ramp = max(1, int(0.8 * total))
+            every = max(1, ramp // 10)
+            if step % every == 0 or step == ramp:
+                apply(cfg.amount * (1 - (1 - min(step, ramp) / ramp) ** 3))
+
+        train(on_step, lambda *_: enforce())
+        apply(cfg.amount)  # land exactly on the target
+    real = sparsity_of(modules)
+    log.info("unstructured pruning: target %.3f, real encoder-Linear sparsity %.4f", cfg.amount, real)
+    return model, real
+
+
+@register_step("prune", UnstructuredPruneConfig, stage="torch", tags=("pruned", "sparse"))
+def _prune_step(state, cfg, ctx):
+    """Unstructured magnitude/random pruning of encoder Linear weights, KD recovery."""
+    state.model, real = prune(state.model, cfg, _trainer(state, cfg, ctx))
+    state.notes["encoder_sparsity"] = real
+    return state
+
+
+def _trainer(state, cfg: TrainConfig, ctx):
+    def train(on_step, after_step):
+        state.model = distill(ctx.teacher, state.model, ctx.splits["train"], cfg, state.tokenizer,
+                              ctx.teacher_train_logits() if not cfg.hidden_weight else None,
+                              ctx.recipe.dataset.max_length, on_step=on_step, after_step=after_step)
+    return train
+
+
+# ------------------------------------------------------------------ thresholding
+@dataclass(frozen=True)
+class ThresholdConfig:
+    """Set encoder weights with |w| < threshold to exactly zero (the seeds' "compress" step).
+
+    Fields: threshold (>= 0)."""
+
+    threshold: float = 1e-3
+
+    def __post_init__(self):
+        if self.threshold < 0:
+            raise ValueError(f"threshold must be >= 0, got {self.threshold}")
+
+
+@torch.no_grad()
+def threshold(model, cfg: ThresholdConfig):
+    modules = encoder_linears(model)
+    for _, m in modules:
+        m.weight.masked_fill_(m.weight.abs() < cfg.threshold, 0.0)
+    return model, sparsity_of(modules)
+
+
+@register_step("threshold", ThresholdConfig, stage="torch", tags=("pruned", "sparse"))
+def _threshold_step(state, cfg, ctx):
+    """Zero near-zero weights (no training)."""
+    state.model, state.notes["encoder_sparsity"] = threshold(state.model, cfg)
+    return state
+
+
+# ------------------------------------------------------------------ structured
+@dataclass(frozen=True)
+class StructuredPruneConfig(TrainConfig):
+    """Remove attention heads and FFN neurons ranked by Taylor importance |w·∂L/∂w|.
+
+    Fields (plus TrainConfig's, used for KD recovery):
+        heads_fraction: fraction of all heads removed, ranked globally; never empties a layer.
+        heads: explicit {layer: [head, ...]} to remove (instead of heads_fraction).
+        ffn_fraction: fraction of FFN neurons removed in every layer (uniform, so the
+            config's intermediate_size still describes the model).
+        importance_batches: batches used to accumulate importance.
+        recovery: KD fine-tuning after removal.
+    """
+
+    heads_fraction: float = 0.0
+    heads: dict | None = None
+    ffn_fraction: float = 0.0
+    importance_batches: int = 16
+    recovery: bool = True
+
+    def __post_init__(self):
+        if not 0 <= self.heads_fraction < 1 or not 0 <= self.ffn_fraction < 1:
+            raise ValueError("heads_fraction and ffn_fraction must be in [0, 1)")
+        if self.heads is not None:
+            object.__setattr__(self, "heads", {int(k): sorted(int(h) for h in v) for k, v in self.heads.items()})
+            if self.heads_fraction:
+                raise ValueError("set heads_fraction or heads, not both")
+
+    def __hash__(self):
+        return hash((self.heads_fraction, self.ffn_fraction, str(self.heads)))
+
+
+def _check_structured(cfg: StructuredPruneConfig, config) -> None:
+    if config.model_type not in BERT_LIKE:
+        raise ValueError(f"structured pruning supports BERT-style encoders {BERT_LIKE}, not {config.model_type!r}")
+    n_heads, n_layers = config.num_attention_heads, config.num_hidden_layers
+    for layer, heads in (cfg.heads or {}).items():
+        if not 0 <= layer < n_layers or any(not 0 <= h < n_heads for h in heads):
+            raise ValueError(f"heads {{{layer}: {heads}}} is outside {n_layers} layers x {n_heads} heads")
+        if len(set(heads)) >= n_heads:
+            raise ValueError(f"pruning every head of layer {layer} would disconnect it; keep at least one")
+
+
+def taylor_importance(model, batches) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Accumulated |w·∂L/∂w| per head [layers, heads] and per FFN neuron (list per layer)."""
+    layers = encoder_layers(model)
+    n_heads = layers[0].attention.self.num_attention_heads
+    d = layers[0].attention.self.attention_head_size
+    heads = torch.zeros(len(layers), n_heads)
+    ffn = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
+    model.train()
+    for batch, labels in batches:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(**batch).logits, labels).backward()
+        with torch.no_grad():
+            for i, layer in enumerate(layers):
+                att = layer.attention
+                for lin in (att.self.query, att.self.key, att.self.value):
+                    s = (lin.weight * lin.weight.grad).abs().sum(1) + (lin.bias * lin.bias.grad).abs()
+                    heads[i] += s.view(n_heads, d).sum(1)
+                o = att.output.dense
+                heads[i] += (o.weight * o.weight.grad).abs().sum(0).view(n_heads, d).sum(1)
+                inter, out = layer.intermediate.dense, layer.output.dense
+                ffn[i] += (inter.weight * inter.weight.grad).abs().sum(1) + (inter.bias * inter.bias.grad).abs()
+                ffn[i] += (out.weight * out.weight.grad).abs().sum(0)
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    return heads, ffn
+
+
+def select_heads(importance: torch.Tensor, fraction: float) -> dict[int, list[int]]:
+    """Globally least important heads, never all heads of one layer."""
+    n_layers, n_heads = importance.shape
+    k = int(round(fraction * n_layers * n_heads))
+    order = torch.argsort(importance.flatten()).tolist()
+    chosen: dict[int, list[int]] = {}
+    for idx in order:
+        if k == 0:
+            break
+        layer, head = divmod(idx, n_heads)
+        if len(chosen.get(layer, [])) < n_heads - 1:
+            chosen.setdefault(layer, []).append(head)
+            k -= 1
+    return {layer: sorted(h) for layer, h in chosen.items()}
+
+
+@torch.no_grad()
+def shrink_ffn(model, keep: list[torch.Tensor]) -> None:
+    """Physically drop FFN neurons: rows of intermediate.dense, columns of output.dense."""
+    for layer, idx in zip(encoder_layers(model), keep):
+        inter, out = layer.intermediate.dense, layer.output.dense
+        new_inter = torch.nn.Linear(inter.in_features, len(idx))
+        new_inter.weight.copy_(inter.weight[idx]), new_inter.bias.copy_(inter.bias[idx])
+        new_out = torch.nn.Linear(len(idx), out.out_features)
+        new_out.weight.copy_(out.weight[:, idx]), new_out.bias.copy_(out.bias)
+        layer.intermediate.dense, layer.output.dense = new_inter, new_out
+    model.config.intermediate_size = len(keep[0])
+
+
+def prune_heads_ffn(model, heads_to_prune: dict[int, list[int]], ffn_keep: list[torch.Tensor] | None):
+    if heads_to_prune:
+        model.prune_heads(heads_to_prune)  # transformers records them in config.pruned_heads
+    if ffn_keep is not None:
+        shrink_ffn(model, ffn_keep)
+    return model
+
+
+def structured_prune(model, cfg: StructuredPruneConfig, batches, train=None):
+    _check_structured(cfg, model.config)
+    head_imp, ffn_imp = taylor_importance(model, batches)
+    heads = cfg.heads if cfg.heads is not None else select_heads(head_imp, cfg.heads_fraction)
+    keep = None
+    if cfg.ffn_fraction:
+        n_keep = max(1, int(round(ffn_imp[0].numel() * (1 - cfg.ffn_fraction))))
+        keep = [torch.sort(torch.topk(s, n_keep).indices).values for s in ffn_imp]
+    before = sum(p.numel() for p in encoder_layers(model).parameters())
+    prune_heads_ffn(model, heads, keep)
+    after = sum(p.numel() for p in encoder_layers(model).parameters())
+    log.info("structured pruning: %d heads removed, FFN %s, encoder params %d -> %d (%.2fx fewer)",
+             sum(map(len, heads.values())), model.config.intermediate_size, before, after, before / after)
+    if cfg.recovery and train is not None:
+        train(None, None)
+    return model, {"encoder_params_before": before, "encoder_params": after, "pruned_heads": {str(k): v for k, v in heads.items()}}
+
+
+def importance_batches(tokenizer, data, n_batches: int, batch_size: int, max_length: int, seed: int):
+    idx = list(range(len(data)))
+    random.Random(seed).shuffle(idx)
+    out = []
+    for b in range(n_batches):
+        sel = idx[b * batch_size : (b + 1) * batch_size]
+        if not sel:
+            break
+        enc = tokenizer([data.texts[i] for i in sel], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        out.append((enc, torch.tensor([data.labels[i] for i in sel])))
+    return out
+
+
+@register_step("prune_structured", StructuredPruneConfig, stage="torch", tags=("pruned", "structured"), check=_check_structured)
+def _structured_step(state, cfg, ctx):
+    """Remove attention heads and FFN neurons (Taylor-ranked), then KD recovery."""
+    batches = importance_batches(state.tokenizer, ctx.splits["train"], cfg.importance_batches, cfg.batch_size,
+                                 ctx.recipe.dataset.max_length, cfg.seed)
+    state.model, info = structured_prune(state.model, cfg, batches, _trainer(state, cfg, ctx))
+    state.notes.update(info)
+    return state
+
