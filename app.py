@@ -23,7 +23,11 @@ from compression import serving
 
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 VARIANTS_DIR = Path(os.environ.get("BCS_VARIANTS_DIR", "variants"))
-HUB_REPOS = [r.strip() for r in os.environ.get("BCS_HUB_REPOS", "").split(",") if r.strip()]
+# On the Space, publish-space writes space_config/hub_repos.txt; BCS_HUB_REPOS overrides it.
+_REPOS_FILE = Path(__file__).with_name("space_config") / "hub_repos.txt"
+HUB_REPOS = [r.strip() for r in os.environ.get("BCS_HUB_REPOS", "").split(",") if r.strip()] or (
+    [r.strip() for r in _REPOS_FILE.read_text().splitlines() if r.strip()] if _REPOS_FILE.is_file() else []
+)
 EXAMPLES = [
     "a gripping , beautifully acted film .",
     "not bad at all , actually .",

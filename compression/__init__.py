@@ -8,9 +8,10 @@ Python API::
 from .config import Recipe, RecipeError, load_recipe, save_recipe
 from .data import DataError
 from .export import OnnxError
+from .hub import PublishError
 from .pipeline import BuildError, build, evaluate_dir
 from .teacher import ModelError
 
-USER_ERRORS = (RecipeError, DataError, ModelError, BuildError, OnnxError)
+USER_ERRORS = (RecipeError, DataError, ModelError, BuildError, OnnxError, PublishError)
 
 __all__ = ["Recipe", "load_recipe", "save_recipe", "build", "evaluate_dir", "USER_ERRORS"]

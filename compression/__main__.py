@@ -30,6 +30,28 @@ def _evaluate(args):
     print(f"recommended: {summary['recommended']}")
 
 
+def _publish(args):
+    from .hub import publish
+
+    result = publish(args.variants, args.namespace, args.prefix, args.private, args.dry_run)
+    for name, repo in result["repos"].items():
+        print(f"{name}: {repo}")
+    if result["collection"]:
+        print(f"collection: {result['collection']}")
+
+
+def _publish_space(args):
+    import json
+
+    from .hub import publish_space
+
+    repos = args.repos
+    if not repos:
+        report = json.loads((Path(args.variants) / "report.json").read_text())
+        repos = [f"{args.namespace}/{args.prefix}-{r['variant']}" for r in report["rows"] if r.get("format") == "onnx"]
+    print(publish_space(args.namespace, repos, args.name, args.private))
+
+
 def _steps(args):
     from .registry import steps
 
@@ -54,6 +76,23 @@ def main(argv=None) -> int:
     p = sub.add_parser("evaluate", help="re-measure every variant in one run and rewrite the report")
     p.add_argument("out", nargs="?", default="variants")
     p.set_defaults(fn=_evaluate)
+
+    p = sub.add_parser("publish", help="push every variant to the Hub with a model card (token: HF_TOKEN or login)")
+    p.add_argument("variants", nargs="?", default="variants")
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--prefix", default="minilm-sst2")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="build the cards and print the plan; upload nothing")
+    p.set_defaults(fn=_publish)
+
+    p = sub.add_parser("publish-space", help="create/update the Gradio Space running app.py over the published variants")
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--name", default="bert-compression-studio")
+    p.add_argument("--variants", default="variants", help="build folder whose ONNX variants were published")
+    p.add_argument("--prefix", default="minilm-sst2")
+    p.add_argument("--repos", nargs="*", help="explicit variant repo ids (default: from --variants and --prefix)")
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(fn=_publish_space)
 
     p = sub.add_parser("steps", help="list the registered steps")
     p.set_defaults(fn=_steps)

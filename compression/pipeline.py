@@ -103,6 +103,7 @@ class BuildContext:
         self.teacher, self.tokenizer = teacher, tokenizer
         self._teacher_onnx: Path | None = None
         self._train_logits = None
+        self.prefix_cache: dict[str, ChainState] = {}  # PyTorch state after a chain prefix
 
     def teacher_train_logits(self):
         """Teacher logits on the training split, computed once per build for every KD step."""
@@ -221,13 +222,22 @@ def run_chain(spec: VariantSpec, ctx: BuildContext, tmp: Path):
     """Apply the steps in order; returns (format, final model config, tokenizer)."""
     state, stage = ChainState(None, ctx.tokenizer), "torch"
     onnx_path = tmp / "model.onnx"
-    for call in tqdm(spec.steps, desc=spec.name, unit="step", leave=False):
+    for i, call in enumerate(tqdm(spec.steps, desc=spec.name, unit="step", leave=False)):
         step = get_step(call.name)
         if step.stage in ("torch", "terminal"):
-            if state.model is None:
-                state.model = copy.deepcopy(ctx.teacher)
-            state = step.apply(state, call.config, ctx)
-            state.touched, stage = True, step.stage
+            # chains sharing a trained prefix (distilled-L3 / distilled-L3-int8) train it once
+            key = json.dumps([c.to_obj() for c in spec.steps[: i + 1]], sort_keys=True)
+            if key in ctx.prefix_cache:
+                log.info("%s: reusing the result of %s", spec.name, " -> ".join(c.name for c in spec.steps[: i + 1]))
+                state = copy.deepcopy(ctx.prefix_cache[key])
+            else:
+                if state.model is None:
+                    state.model = copy.deepcopy(ctx.teacher)
+                state = step.apply(state, call.config, ctx)
+                state.touched = True
+                if step.stage == "torch":
+                    ctx.prefix_cache[key] = copy.deepcopy(state)
+            stage = step.stage
             continue
         if stage == "torch":  # entering ONNX: export what we have
             if state.touched:

@@ -14,8 +14,28 @@ from pathlib import Path
 
 import pytest
 
+import socket
+import tempfile
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The test Hub must be known before huggingface_hub is imported anywhere: its
+# constants (endpoint, cache, xet) are read at import time. Nothing here reaches
+# the real Hub: every Hub call goes to tests/hub_server.py on this port.
+HUB_PORT = _free_port()
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="hf-cache-")
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("HF_TOKEN", None)
 
 REPO = Path(__file__).resolve().parents[1]
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
@@ -109,3 +129,14 @@ def built(tmp_path_factory, tiny_model, tiny_data):
     out = tmp_path_factory.mktemp("built")
     summary = build(recipe, out)
     return recipe, out, summary
+
+
+@pytest.fixture(scope="session")
+def built_qat(tmp_path_factory, tiny_model, tiny_data):
+    from compression import Recipe, build
+
+    d = tiny_recipe_dict(tiny_model, tiny_data, fp32=["export"],
+                         qat=[{"qat": {"max_steps": 20, "batch_size": 16, "learning_rate": 1e-3}}])
+    out = tmp_path_factory.mktemp("built-qat")
+    build(Recipe.from_dict(d), out)
+    return out

@@ -1,0 +1,233 @@
+"""Publish variant folders to the Hugging Face Hub (or any HF_ENDPOINT), with cards.
+
+One model repo per variant (``{prefix}-{variant}``), a collection for the family,
+and a Gradio Space running app.py. Uploads go through huggingface_hub's
+``upload_folder``, which skips unchanged files, so re-publishing an unchanged
+variant makes no commit. The token comes from HF_TOKEN or the login cache and is
+never printed, logged or written anywhere.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .evaluation import FORMAT_ONNX, FORMAT_TORCH, MODEL_FILES, variant_format
+from .registry import get_step
+
+log = logging.getLogger(__name__)
+TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+REQUIRED = ("config.json", "compression_config.json", "metrics.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class PublishError(RuntimeError):
+    """Publishing failed; the message says what was and wasn't published."""
+
+
+class AuthError(PublishError):
+    pass
+
+
+def plan(variants_dir: Path) -> list[Path]:
+    """Variant folders to publish, each checked complete before anything is uploaded."""
+    variants_dir = Path(variants_dir)
+    if not (variants_dir / "report.json").is_file():
+        raise PublishError(f"{variants_dir}: no report.json; run `python -m compression build` first")
+    folders, problems = [], []
+    for folder in sorted(p for p in variants_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        fmt = variant_format(folder)
+        if fmt not in (FORMAT_ONNX, FORMAT_TORCH):
+            log.info("skipping %s: %s variants are a local reference row, not a loadable model", folder.name, fmt)
+            continue
+        missing = [f for f in REQUIRED + (MODEL_FILES[fmt],) if not (folder / f).is_file()]
+        if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+            missing.append("tokenizer.json")
+        if missing:
+            problems.append(f"{folder.name}: missing {', '.join(missing)}")
+        folders.append(folder)
+    if problems:
+        raise PublishError("refusing to publish incomplete variant folders (nothing was uploaded): " + "; ".join(problems))
+    return folders
+
+
+def base_model_id(base: str | None) -> str | None:
+    if base is None:
+        return None
+    if Path(base).exists():
+        return MINILM_HUB_ID if "minilm" in base.lower() else None
+    return base
+
+
+def describe_step(call: dict) -> str:
+    (name, options), = call.items()
+    doc = get_step(name).doc.splitlines()[0] if get_step(name).doc else name
+    opts = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None)
+    return f"`{name}`{f' ({opts})' if opts else ''}: {doc}"
+
+
+def relation(steps: list[dict]) -> str:
+    """Hub base_model_relation: quantized for pure format/precision chains, else finetune."""
+    names = [next(iter(s)) for s in steps]
+    return "quantized" if names and set(names) <= {"export", "fp16", "quantize_dynamic", "quantize_static"} else "finetune"
+
+
+def build_card(folder: Path, repo_id: str, teacher_repo: str | None, teacher_metrics: dict | None, recommended: bool):
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    m = json.loads((folder / "metrics.json").read_text())
+    cc = json.loads((folder / "compression_config.json").read_text())
+    is_teacher = folder.name == "teacher"
+    onnx = variant_format(folder) == FORMAT_ONNX
+    base = base_model_id(cc.get("base_model")) if is_teacher else (teacher_repo or base_model_id(cc.get("base_model")))
+    tags = ["text-classification", "sentiment-analysis", "bert-compression-studio"] + list(m.get("tags") or [])
+    data = ModelCardData(
+        language="en", license="apache-2.0", library_name="onnx" if onnx else "transformers",
+        pipeline_tag="text-classification", base_model=base,
+        datasets=["nyu-mll/glue"], metrics=["accuracy", "f1"], tags=sorted(set(tags)), model_name=repo_id.split("/")[-1],
+        eval_results=[
+            EvalResult(task_type="text-classification", task_name="Sentiment classification", dataset_type="nyu-mll/glue",
+                       dataset_name="GLUE SST-2", dataset_config="sst2", dataset_split="validation",
+                       metric_type="accuracy", metric_value=round(m["accuracy"], 4)),
+            EvalResult(task_type="text-classification", task_name="Sentiment classification", dataset_type="nyu-mll/glue",
+                       dataset_name="GLUE SST-2", dataset_config="sst2", dataset_split="validation",
+                       metric_type="f1", metric_value=round(m["f1"], 4)),
+        ],
+    )
+    if base:
+        data.base_model_relation = "finetune" if is_teacher else relation(cc["steps"])
+    if onnx:
+        snippet = (f'from optimum.onnxruntime import ORTModelForSequenceClassification\nfrom transformers import AutoTokenizer, pipeline\n\n'
+                   f'model = ORTModelForSequenceClassification.from_pretrained("{repo_id}")\n'
+                   f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n'
+                   f'classify = pipeline("text-classification", model=model, tokenizer=tokenizer)\n'
+                   f'print(classify("a gripping , funny film ."))')
+    else:
+        snippet = (f'from transformers import pipeline\n\nclassify = pipeline("text-classification", model="{repo_id}")\n'
+                   f'print(classify("a gripping , funny film ."))')
+    t = teacher_metrics or {}
+    fmt = lambda key, f: (f.format(t[key]) if key in t else "")  # noqa: E731
+    tview = {"accuracy_s": fmt("accuracy", "{:.4f}"), "f1_s": fmt("f1", "{:.4f}"), "size_s": fmt("size_mb", "{:.2f}"),
+             "gzip_s": fmt("gzip_mb", "{:.2f}"), "params_s": fmt("params", "{:,}"), "throughput_s": fmt("throughput_per_s", "{:.0f}"),
+             "latency_s": (f"{t['latency_p50_ms']:.2f} / {t['latency_p95_ms']:.2f}" if t else "")}
+    steps = [describe_step(s) for s in cc["steps"]] or ["fine-tuned on SST-2 with transformers' Trainer (this is the teacher)"]
+    summary = ("the fp32 PyTorch teacher" if is_teacher else " → ".join(next(iter(s)) for s in cc["steps"]))
+    return ModelCard.from_template(
+        data, template_str=TEMPLATE.read_text(), repo_name=repo_id.split("/")[-1], variant=folder.name, summary=summary,
+        teacher_repo=None if is_teacher else teacher_repo, base_model=base_model_id(cc.get("base_model")) or cc.get("base_model"),
+        recommended=recommended, steps=steps, m=m, t=tview, snippet=snippet, onnx=onnx,
+        runtime="ONNX Runtime" if onnx else "PyTorch",
+    )
+
+
+def _retry(fn, what: str, attempts: int, delay: float):
+    import requests
+    from huggingface_hub.utils import HfHubHTTPError
+
+    for i in range(attempts):
+        try:
+            return fn()
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status in (401, 403):
+                raise AuthError(str(status)) from None
+            if status is None or status < 500 or i == attempts - 1:
+                raise
+            log.warning("%s: HTTP %s, retrying in %.1fs", what, status, delay * 2**i)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            if i == attempts - 1:
+                raise
+            log.warning("%s: connection problem (%s), retrying in %.1fs", what, type(exc).__name__, delay * 2**i)
+        time.sleep(delay * 2**i)
+
+
+def publish(variants_dir, namespace: str, prefix: str = "minilm-sst2", private: bool = False, dry_run: bool = False,
+            token: str | None = None, attempts: int = 4, retry_delay: float = 1.0) -> dict:
+    """Publish every variant; returns {"repos": {variant: repo_id}, "commits": {...}, "collection": slug}."""
+    from huggingface_hub import HfApi
+
+    variants_dir = Path(variants_dir)
+    folders = plan(variants_dir)
+    report = json.loads((variants_dir / "report.json").read_text())
+    recommended = report.get("recommended")
+    teacher_dir = variants_dir / "teacher"
+    teacher_metrics = json.loads((teacher_dir / "metrics.json").read_text()) if teacher_dir.is_dir() else None
+    repos = {f.name: f"{namespace}/{prefix}-{f.name}" for f in folders}
+    teacher_repo = repos.get("teacher")
+    api = HfApi(token=token)
+    done, commits = [], {}
+    with tempfile.TemporaryDirectory() as staging:
+        for folder in folders:
+            repo_id = repos[folder.name]
+            stage = Path(staging) / folder.name
+            shutil.copytree(folder, stage)
+            build_card(folder, repo_id, teacher_repo, teacher_metrics, folder.name == recommended).save(stage / "README.md")
+            if dry_run:
+                print(f"would publish {folder} -> {repo_id}: {', '.join(sorted(p.name for p in stage.iterdir()))}")
+                continue
+            try:
+                _retry(lambda: api.create_repo(repo_id, private=private, exist_ok=True), f"create {repo_id}", attempts, retry_delay)
+                info = _retry(lambda: api.upload_folder(repo_id=repo_id, folder_path=stage,
+                                                        commit_message=f"Publish {folder.name} variant"),
+                              f"upload {repo_id}", attempts, retry_delay)
+            except AuthError as exc:
+                raise AuthError(f"token lacks write access to {namespace} (HTTP {exc}); "
+                                f"published: {done or 'nothing'}; not published: {[r for r in repos.values() if r not in done]}") from None
+            except Exception as exc:
+                raise PublishError(f"publishing {repo_id} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                                   f"published: {done or 'nothing'}; not published: {[r for r in repos.values() if r not in done]}") from None
+            commits[folder.name] = info.oid
+            done.append(repo_id)
+            log.info("published %s (%s)", repo_id, info.oid[:8])
+    collection = None
+    if not dry_run:
+        collection = _retry(lambda: make_collection(api, namespace, prefix, repos, recommended, private), "collection", attempts, retry_delay)
+    return {"repos": repos, "commits": commits, "collection": collection, "recommended": recommended}
+
+
+def make_collection(api, namespace, prefix, repos, recommended, private) -> str:
+    col = api.create_collection(title=f"{prefix} compressed variants", namespace=namespace, private=private, exists_ok=True,
+                                description="Pruned, quantized and distilled variants of one SST-2 classifier, measured on CPU.")
+    for name, repo_id in repos.items():
+        note = "⭐ recommended: best accuracy/latency/size trade-off" if name == recommended else None
+        api.add_collection_item(col.slug, item_id=repo_id, item_type="model", note=note, exists_ok=True)
+    return col.slug
+
+
+def publish_space(namespace: str, repo_ids: list[str], name: str = "bert-compression-studio", private: bool = False,
+                  token: str | None = None) -> str:
+    """Create/update a Gradio Space from app.py, requirements.txt, compression/ and space_config/."""
+    from huggingface_hub import HfApi
+
+    if not repo_ids:
+        raise PublishError("no published variant repos given: run `python -m compression publish` first")
+    import yaml
+
+    api = HfApi(token=token)
+    space_id = f"{namespace}/{name}"
+    with tempfile.TemporaryDirectory() as staging:
+        stage = Path(staging)
+        shutil.copy(REPO_ROOT / "app.py", stage / "app.py")
+        shutil.copy(REPO_ROOT / "requirements.txt", stage / "requirements.txt")
+        shutil.copytree(REPO_ROOT / "compression", stage / "compression", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO_ROOT / "space_config", stage / "space_config", ignore=shutil.ignore_patterns("README.md"))
+        text = (REPO_ROOT / "space_config" / "README.md").read_text()
+        _, header, body = text.split("---", 2)
+        meta = yaml.safe_load(header)
+        meta["models"] = list(repo_ids)
+        (stage / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---" + body)
+        (stage / "space_config" / "hub_repos.txt").write_text("\n".join(repo_ids) + "\n")
+        try:
+            api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+            api.upload_folder(repo_id=space_id, repo_type="space", folder_path=stage, commit_message="Deploy the studio app")
+        except Exception as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            if status in (401, 403):
+                raise AuthError(f"token lacks write access to {namespace} (HTTP {status})") from None
+            raise PublishError(f"Space deploy to {space_id} failed ({type(exc).__name__})") from None
+    return space_id

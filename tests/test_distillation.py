@@ -1,0 +1,51 @@
+"""KD losses against hand-computed values; students initialised from teacher layers."""
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from compression.distillation import distill_loss, encoder_layers, hidden_mse, kd_loss, make_student, spread_layers
+
+
+def test_kd_loss_hand_computed():
+    s = torch.tensor([[1.0, 2.0]])
+    t = torch.tensor([[3.0, 0.0]])
+    T = 2.0
+    ps = [math.exp(0.5) / (math.exp(0.5) + math.exp(1.0)), math.exp(1.0) / (math.exp(0.5) + math.exp(1.0))]
+    pt = [math.exp(1.5) / (math.exp(1.5) + 1), 1 / (math.exp(1.5) + 1)]
+    kl = sum(p * math.log(p / q) for p, q in zip(pt, ps))
+    assert math.isclose(kd_loss(s, t, T).item(), kl * T * T, rel_tol=1e-5)
+    assert kd_loss(t, t, T).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distill_loss_mixes_kd_and_ce():
+    s, t, y = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 0.0]]), torch.tensor([0])
+    ce = -math.log(math.exp(1) / (math.exp(1) + math.exp(2)))
+    expected = 0.7 * kd_loss(s, t, 2.0).item() + 0.3 * ce
+    assert math.isclose(distill_loss(s, t, y, alpha=0.7, temperature=2.0).item(), expected, rel_tol=1e-5)
+
+
+def test_hidden_mse_masks_padding():
+    hs = [torch.zeros(1, 3, 2)]
+    ht = [torch.ones(1, 3, 2), torch.full((1, 3, 2), 2.0)]
+    mask = torch.tensor([[1, 1, 0]])
+    ht[1][0, 2] = 100.0  # padded position must not count
+    assert hidden_mse(hs, ht, [1], mask).item() == pytest.approx(4.0)
+
+
+def test_spread_layers():
+    assert spread_layers(6, 3) == (1, 3, 5)
+    assert spread_layers(6, 2) == (2, 5)
+    assert spread_layers(6, 6) == tuple(range(6))
+    with pytest.raises(ValueError):
+        spread_layers(6, 7)
+
+
+def test_student_copies_chosen_teacher_layers(tiny_model):
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_model)
+    student = make_student(teacher, (1,))
+    assert len(encoder_layers(student)) == 1 and student.config.num_hidden_layers == 1
+    torch.testing.assert_close(encoder_layers(student)[0].attention.self.query.weight,
+                               encoder_layers(teacher)[1].attention.self.query.weight)
+    assert len(encoder_layers(teacher)) == 2  # teacher untouched

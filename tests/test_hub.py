@@ -1,0 +1,211 @@
+"""Publishing against a local Hub-protocol server with the real, unmodified clients."""
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import HUB_PORT, REPO
+from hub_server import Handler, HubState, git_sha1
+
+TOKEN = "hf_testtoken_DO_NOT_LEAK_1234567890"
+READONLY = "hf_readonly_token_0987654321"
+NS = "studio"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """The test Hub on the port HF_ENDPOINT already names."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    state = HubState(tmp_path_factory.mktemp("hub-storage"), {TOKEN: {NS}, READONLY: {"someone-else"}})
+    server = ThreadingHTTPServer(("127.0.0.1", HUB_PORT), type("H", (Handler,), {"state": state}))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def published(hub, built, tmp_path_factory):
+    from compression.hub import publish
+
+    _, out, _ = built
+    work = tmp_path_factory.mktemp("pub") / "variants"
+    shutil.copytree(out, work)
+    os.environ["HF_TOKEN"] = TOKEN
+    try:
+        result = publish(work, NS, prefix="tiny", retry_delay=0.01)
+    finally:
+        os.environ.pop("HF_TOKEN")
+    return work, result
+
+
+def _files(hub, repo_id, rtype="model"):
+    return hub.head(rtype, repo_id)["files"]
+
+
+def test_every_variant_repo_has_all_files(hub, published):
+    work, result = published
+    assert set(result["repos"]) == {"teacher", "fp32", "fp16", "int8-dynamic", "int8-static"}  # torch-int8 is local-only
+    for name, repo_id in result["repos"].items():
+        local = {p.name for p in (work / name).iterdir()}
+        remote = set(_files(hub, repo_id))
+        assert remote == local | {"README.md"}, name
+        for f in local:
+            assert hub.blob(_files(hub, repo_id)[f]) == (work / name / f).read_bytes()
+
+
+def test_card_yaml_parses_to_model_index(hub, published):
+    work, result = published
+    for name, repo_id in result["repos"].items():
+        card = hub.blob(_files(hub, repo_id)["README.md"]).decode()
+        meta = yaml.safe_load(card.split("---")[1])
+        metrics = json.loads((work / name / "metrics.json").read_text())
+        assert meta["pipeline_tag"] == "text-classification"
+        assert meta["library_name"] == ("transformers" if name == "teacher" else "onnx")
+        results = meta["model-index"][0]["results"][0]
+        assert results["dataset"]["name"] == "GLUE SST-2" and results["dataset"]["split"] == "validation"
+        values = {m["type"]: m["value"] for m in results["metrics"]}
+        assert values["accuracy"] == round(metrics["accuracy"], 4)
+        if name != "teacher":
+            assert meta["base_model"] == f"{NS}/tiny-teacher"
+            assert meta["base_model_relation"] == "quantized"
+            assert "ORTModelForSequenceClassification.from_pretrained" in card
+        assert f"| accuracy | {metrics['accuracy']:.4f}" in card
+        assert metrics["cpu"] in card
+    int8 = hub.blob(_files(hub, f"{NS}/tiny-int8-dynamic")["README.md"]).decode()
+    assert "int8" in yaml.safe_load(int8.split("---")[1])["tags"]
+
+
+def test_collection_groups_the_family(hub, published):
+    _, result = published
+    col = hub.collections[result["collection"]]
+    assert {i["id"] for i in col["items"]} == set(result["repos"].values())
+    noted = [i for i in col["items"] if i.get("note")]
+    assert len(noted) == 1 and noted[0]["id"].endswith(result["recommended"])
+
+
+def test_from_pretrained_round_trip(published):
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from compression.evaluation import load_runner
+
+    work, _ = published
+    texts = ["the acting was superb", "a dull and boring plot", "fine"]
+    model = ORTModelForSequenceClassification.from_pretrained(f"{NS}/tiny-int8-dynamic")
+    tok = AutoTokenizer.from_pretrained(f"{NS}/tiny-int8-dynamic")
+    remote = model(**tok(texts, padding=True, return_tensors="np")).logits
+    local = load_runner(work / "int8-dynamic").logits(texts)
+    np.testing.assert_allclose(remote, local, atol=1e-6)
+    teacher = AutoModelForSequenceClassification.from_pretrained(f"{NS}/tiny-teacher")
+    assert teacher.config.id2label[1] == "positive"
+
+
+def test_republish_makes_no_commit(hub, published):
+    from compression.hub import publish
+
+    work, first = published
+    before = {r: hub.commit_count(r) for r in first["repos"].values()}
+    again = publish(work, NS, prefix="tiny", token=TOKEN, retry_delay=0.01)
+    assert {r: hub.commit_count(r) for r in first["repos"].values()} == before
+    assert again["commits"] == first["commits"]
+
+
+def test_missing_files_refused_before_upload(hub, published, tmp_path):
+    from compression.hub import PublishError, publish
+
+    work, _ = published
+    broken = tmp_path / "variants"
+    shutil.copytree(work, broken)
+    (broken / "fp16" / "metrics.json").unlink()
+    n = len(hub.requests)
+    with pytest.raises(PublishError, match="fp16: missing metrics.json"):
+        publish(broken, NS, prefix="other", token=TOKEN)
+    assert len(hub.requests) == n
+
+
+@pytest.mark.parametrize("token", [None, "hf_wrong", READONLY])
+def test_auth_failures_are_one_clear_line(hub, published, token, capfd):
+    from compression.hub import AuthError, publish
+
+    work, _ = published
+    with pytest.raises(AuthError) as exc:
+        publish(work, NS, prefix="auth", token=token or False, retry_delay=0.01)
+    assert f"token lacks write access to {NS}" in str(exc.value)
+    assert "not published" in str(exc.value)
+
+
+def test_server_errors_retried_then_reported(hub, published, caplog):
+    from compression.hub import PublishError, publish
+
+    work, _ = published
+    caplog.set_level(logging.WARNING, logger="compression")
+    hub.inject(500, r"/commit/", times=2)
+    hub.inject("drop", r"/preupload/", times=1)
+    result = publish(work, NS, prefix="flaky", token=TOKEN, retry_delay=0.01)
+    assert all(hub.commit_count(r) == 1 for r in result["repos"].values())
+    assert "HTTP 500, retrying" in caplog.text and "connection problem" in caplog.text
+    hub.inject(503, r"tiny2-int8-dynamic/commit", times=10)
+    with pytest.raises(PublishError) as exc:
+        publish(work, NS, prefix="tiny2", token=TOKEN, retry_delay=0.01, attempts=3)
+    msg = str(exc.value)
+    assert "publishing studio/tiny2-int8-dynamic failed" in msg
+    assert "published: ['studio/tiny2-fp16', 'studio/tiny2-fp32']" in msg and "studio/tiny2-teacher" in msg.split("not published")[1]
+    hub.faults.clear()
+
+
+def test_cli_publish_and_space(hub, published, tmp_path):
+    work, result = published
+    env = {**os.environ, "HF_TOKEN": TOKEN}
+    run = lambda *a, **kw: subprocess.run([sys.executable, "-m", "compression", *a], cwd=REPO, capture_output=True, text=True,  # noqa: E731
+                                          timeout=300, env=kw.get("env", env))
+    res = run("publish", str(work), "--namespace", NS, "--prefix", "tiny")
+    assert res.returncode == 0, res.stderr
+    assert f"int8-dynamic: {NS}/tiny-int8-dynamic" in res.stdout
+    bad = run("publish", str(work), "--namespace", NS, "--prefix", "tiny", env={**env, "HF_TOKEN": "hf_nope"})
+    assert bad.returncode == 2 and f"error: token lacks write access to {NS}" in bad.stderr and "Traceback" not in bad.stderr
+    res = run("publish-space", "--namespace", NS, "--variants", str(work), "--prefix", "tiny")
+    assert res.returncode == 0, res.stderr
+    files = hub.head("space", f"{NS}/bert-compression-studio")["files"]
+    assert {"app.py", "requirements.txt", "compression/__init__.py", "compression/serving.py", "README.md",
+            "space_config/hub_repos.txt"} <= set(files)
+    meta = yaml.safe_load(hub.blob(files["README.md"]).decode().split("---")[1])
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and meta["sdk_version"].startswith("6.")
+    assert set(meta["models"]) == {r for n, r in result["repos"].items() if n != "teacher"}
+    for out in (res.stdout + res.stderr, bad.stdout + bad.stderr):
+        assert TOKEN not in out
+
+
+def test_space_app_loads_variants_from_hub(published):
+    from compression import serving
+
+    _, result = published
+    repos = [result["repos"][n] for n in ("fp32", "int8-dynamic")] + [f"{NS}/does-not-exist"]
+    studio = serving.load_studio(repo_ids=repos)
+    assert set(studio.variants) == {"tiny-fp32", "tiny-int8-dynamic"}
+    assert "does-not-exist" in studio.unavailable
+    rows, _ = serving.predict(studio, "superb acting")
+    assert len(rows) == 2
+
+
+def test_token_never_leaks(hub, published):
+    work, _ = published
+    for method, path, status, body in hub.responses:
+        assert TOKEN.encode() not in body, (method, path)
+    for (rtype, repo_id), repo in hub.repos.items():
+        for commit in repo["commits"]:
+            for sha in commit["files"].values():
+                assert TOKEN.encode() not in hub.blob(sha), repo_id
+    for f in work.rglob("*"):
+        if f.is_file():
+            assert TOKEN.encode() not in f.read_bytes(), f
+    assert git_sha1(b"") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # the server's ids are real git blob ids

@@ -1,0 +1,141 @@
+"""Pruning: requested sparsity reached and kept; structured removal is exact."""
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from compression import Recipe, RecipeError
+from compression.config import DatasetConfig
+from compression.data import load_splits
+from compression.distillation import TrainConfig, distill, encoder_layers
+from compression.pruning import (
+    StructuredPruneConfig,
+    ThresholdConfig,
+    UnstructuredPruneConfig,
+    encoder_linears,
+    prune,
+    prune_heads_ffn,
+    select_heads,
+    sparsity_of,
+    threshold,
+)
+from compression.pipeline import preflight
+from conftest import tiny_recipe_dict
+
+
+@pytest.fixture()
+def model(tiny_model):
+    return AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
+
+
+@pytest.fixture(scope="module")
+def data(tiny_data):
+    return load_splits(DatasetConfig(path=str(tiny_data), max_length=32))
+
+
+def _trainer(model, tok, data, steps=12):
+    teacher = copy.deepcopy(model)
+
+    def train(on_step, after_step):
+        distill(teacher, model, data["train"], TrainConfig(max_steps=steps, batch_size=8, learning_rate=1e-2), tok,
+                max_length=32, on_step=on_step, after_step=after_step)
+    return train
+
+
+@pytest.mark.parametrize("method, scope, schedule", [("l1", "layer", "oneshot"), ("l1", "global", "cubic"),
+                                                      ("random", "layer", "oneshot"), ("random", "global", "cubic")])
+def test_sparsity_reached_and_masks_stay_zero_after_training(model, tiny_model, data, method, scope, schedule):
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    cfg = UnstructuredPruneConfig(amount=0.6, method=method, scope=scope, schedule=schedule)
+    before = {n: m.weight.detach().clone() for n, m in encoder_linears(model)}
+    pruned, real = prune(model, cfg, _trainer(model, tok, data))
+    mods = encoder_linears(pruned)
+    assert abs(real - 0.6) < 1e-3 and abs(sparsity_of(mods) - 0.6) < 1e-3
+    if scope == "layer":
+        for n, m in mods:
+            assert abs(float((m.weight == 0).float().mean()) - 0.6) < 1e-2, n
+    # the 12 recovery steps moved the surviving weights, yet sparsity above is exact:
+    # masks were re-applied after every optimizer step
+    changed = any(not torch.equal(before[n][m.weight != 0], m.weight[m.weight != 0]) for n, m in mods)
+    assert changed, "recovery fine-tuning should have moved the surviving weights"
+
+
+def test_l1_removes_the_smallest_weights(model):
+    mods = encoder_linears(model)
+    name, lin = mods[0]
+    w = lin.weight.detach().abs().clone()
+    prune(model, UnstructuredPruneConfig(amount=0.3, recovery=False))
+    kept = w[lin.weight != 0]
+    dropped = w[lin.weight == 0]
+    assert dropped.max() <= kept.min()
+
+
+def test_threshold_zeroes_small_weights(model):
+    _, sp = threshold(model, ThresholdConfig(threshold=0.02))
+    for _, m in encoder_linears(model):
+        nz = m.weight[m.weight != 0]
+        assert nz.abs().min() >= 0.02
+    assert sp > 0.5  # init std 0.02: most |w| < 0.02
+
+
+def test_structured_removal_equals_zeroing(model, tiny_model):
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    batch = tok(["the acting was superb", "a dull and boring plot twist"], padding=True, return_tensors="pt")
+    heads = {0: [1, 3], 1: [0]}
+    n_heads = model.config.num_attention_heads
+    d = model.config.hidden_size // n_heads
+    keep = [torch.arange(0, 512, 2), torch.arange(1, 512, 2)]
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for li, layer in enumerate(encoder_layers(zeroed)):
+            for h in heads.get(li, []):
+                layer.attention.output.dense.weight[:, h * d:(h + 1) * d] = 0  # head contributes nothing
+            drop = torch.ones(512, dtype=torch.bool)
+            drop[keep[li]] = False
+            layer.intermediate.dense.weight[drop] = 0
+            layer.intermediate.dense.bias[drop] = 0                            # GELU(0) = 0
+        ref = zeroed(**batch).logits
+    pruned = prune_heads_ffn(model, heads, keep)
+    layer0 = encoder_layers(pruned)[0]
+    assert layer0.attention.self.query.weight.shape == (2 * d, model.config.hidden_size)
+    assert layer0.intermediate.dense.weight.shape == (256, model.config.hidden_size)
+    assert layer0.output.dense.weight.shape == (model.config.hidden_size, 256)
+    assert pruned.config.intermediate_size == 256 and pruned.config.pruned_heads == {0: [1, 3], 1: [0]}
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(**batch).logits, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_select_heads_never_empties_a_layer():
+    imp = torch.tensor([[0.0, 0.1, 0.2, 0.3], [5.0, 6.0, 7.0, 8.0]])
+    chosen = select_heads(imp, 0.75)  # 6 of 8 heads
+    assert sum(map(len, chosen.values())) == 6
+    assert all(len(h) <= 3 for h in chosen.values())
+
+
+def test_structured_variant_graph_is_smaller_and_faster_shape(built, tmp_path, tiny_model, tiny_data):
+    from compression import build
+    import onnx
+
+    d = tiny_recipe_dict(tiny_model, tiny_data, **{
+        "heads-ffn": [{"prune_structured": {"heads_fraction": 0.5, "ffn_fraction": 0.5, "importance_batches": 2,
+                                            "max_steps": 5, "batch_size": 8}}]})
+    summary = build(Recipe.from_dict(d), tmp_path)
+    row = next(r for r in summary["rows"] if r["variant"] == "heads-ffn")
+    assert row["encoder_params_before"] / row["encoder_params"] >= 1.9
+    _, out, _ = built
+    assert (tmp_path / "heads-ffn" / "model.onnx").stat().st_size < 0.65 * (out / "fp32" / "model.onnx").stat().st_size
+    assert onnx.load(str(tmp_path / "heads-ffn" / "model.onnx")).graph.node
+
+
+@pytest.mark.parametrize("variants, message", [
+    ({"x": [{"prune": {"amount": 1.0}}]}, "amount must be in [0, 1)"),
+    ({"x": [{"prune_structured": {"heads": {0: [0, 1, 2, 3]}}}]}, "pruning every head of layer 0"),
+    ({"x": [{"distill": {"num_layers": 3}}]}, "deeper than the teacher's 2 layers"),
+    ({"x": [{"prune": {"schedule": "cubic", "recovery": False}}]}, "needs recovery"),
+])
+def test_bad_pruning_recipes_fail_before_work(variants, message, tiny_model, tiny_data, tmp_path):
+    with pytest.raises(RecipeError) as exc:
+        recipe = Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data, **variants))
+        preflight(recipe, tmp_path / "out")
+    assert message in str(exc.value)
