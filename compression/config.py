@@ -114,7 +114,8 @@ class EvalConfig:
 
     Fields: threads (ORT intra-op and torch threads, fixed so rows compare),
     latency_runs / warmup (batch-1 timing), latency_sentences (distinct sentences
-    cycled through), throughput_batch (batch size for throughput).
+    cycled through), throughput_batch (batch size for throughput),
+    recommend_tolerance (accuracy the recommended variant may give up vs. the teacher).
     """
 
     threads: int = 1
@@ -122,6 +123,7 @@ class EvalConfig:
     warmup: int = 20
     latency_sentences: int = 50
     throughput_batch: int = 32
+    recommend_tolerance: float = 0.01
 
     def __post_init__(self):
         if self.threads < 1 or self.latency_runs < 5 or self.warmup < 0:

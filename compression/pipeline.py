@@ -188,7 +188,7 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
         del runner
         _publish_atomically(tmp, final)
         log.info("%s: accuracy %.4f, p50 %.2f ms, %.1f MB", spec.name, metrics["accuracy"], metrics["latency_p50_ms"], metrics["size_mb"])
-    return report.write_report(out_dir)
+    return report.write_report(out_dir, recipe.evaluation.recommend_tolerance)
 
 
 def _teacher(recipe, base, splits, out_dir, force):
@@ -304,4 +304,4 @@ def evaluate_dir(out_dir: str | Path, base_dir: Path | None = None) -> dict:
         tmp = folder / ".metrics.json.tmp"
         tmp.write_text(json.dumps(metrics, indent=2))
         os.replace(tmp, folder / "metrics.json")
-    return report.write_report(out_dir)
+    return report.write_report(out_dir, cfg.recommend_tolerance)

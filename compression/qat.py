@@ -93,9 +93,20 @@ class FakeQuantEmbedding(torch.nn.Module):
         self.register_buffer("w_scale", self._scale())
         self.frozen = True
 
-    def forward(self, ids):
+    def _quantized(self):
         ws = self.w_scale if self.frozen else self._scale()
-        wq = torch.fake_quantize_per_channel_affine(self.emb.weight, ws, torch.zeros_like(ws, dtype=torch.int32), 0, -128, 127)
+        return torch.fake_quantize_per_channel_affine(self.emb.weight, ws, torch.zeros_like(ws, dtype=torch.int32), 0, -128, 127)
+
+    def forward(self, ids):
+        if self.training and not self.emb.weight.requires_grad:
+            # frozen table (freeze_embeddings): quantize it once, not every step
+            if getattr(self, "_cached", None) is None:
+                with torch.no_grad():
+                    self._cached = self._quantized()
+            wq = self._cached
+        else:
+            self._cached = None
+            wq = self._quantized()
         return F.embedding(ids, wq, self.emb.padding_idx)
 
 

@@ -1,8 +1,10 @@
 """Report over all rows: Markdown, CSV, Pareto plot, recommended variant.
 
 The Pareto front is over (accuracy up, p50 latency down, size down). The
-recommended variant is picked *from the front*: the fastest front variant within
-``tolerance`` accuracy of the teacher (then the smallest), else the most accurate.
+recommended variant is picked *from the front* among deployable (ONNX) rows: the
+fastest front variant within ``tolerance`` accuracy of the teacher (then the
+smallest), else the most accurate. PyTorch rows (teacher, torch-int8) are
+references, never recommended.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def pareto_front(rows: list[dict]) -> list[str]:
 
 def recommend(rows: list[dict], teacher_accuracy: float | None, tolerance: float = 0.01) -> str | None:
     front = set(pareto_front(rows))
-    candidates = [r for r in rows if r["variant"] in front and r["variant"] != "teacher"]
+    candidates = [r for r in rows if r["variant"] in front and r.get("format", "onnx") == "onnx" and r["variant"] != "teacher"]
     if not candidates:
         return None
     if teacher_accuracy is not None:
@@ -108,7 +110,8 @@ def write_report(out_dir: Path, tolerance: float = 0.01) -> dict:
     lines += [
         "",
         f"Pareto front (accuracy ↑, p50 latency ↓, size ↓): {', '.join(front)}.",
-        f"Recommended: **{best}** — the fastest front variant within {tolerance * 100:.1f} accuracy points of the teacher.",
+        f"Recommended: **{best}** — the fastest ONNX variant on the front within {tolerance * 100:.1f} accuracy points "
+        "of the teacher (else the most accurate ONNX variant on the front).",
         "",
         "Sparsity only shrinks the gzip column: a dense ONNX graph runs zeros as fast as any other weight.",
         "",

@@ -1,4 +1,5 @@
-"""Slow: the real MiniLM fine-tuned on ~500 SST-2 sentences, exported and quantized."""
+"""Slow: the real MiniLM fine-tuned on 500 SST-2 sentences, exported, quantized, and
+evaluated on the full 872-sentence validation split (1 point = 9 sentences)."""
 import json
 
 import numpy as np
@@ -18,8 +19,8 @@ def minilm_build(tmp_path_factory):
         "name": "integration",
         "base_model": None,  # the offline MiniLM
         "dataset": {"path": str(SST2), "label_names": ["negative", "positive"], "train_samples": 500,
-                    "eval_samples": 200, "max_length": 64},
-        "teacher": {"epochs": 2, "batch_size": 16, "learning_rate": 1e-4},
+                    "eval_samples": None, "max_length": 64},
+        "teacher": {"epochs": 4, "batch_size": 16, "learning_rate": 1e-4},
         "evaluation": {"threads": 2, "latency_runs": 20, "warmup": 3, "latency_sentences": 10},
         "variants": {"fp32": ["export"], "int8-dynamic": ["export", {"quantize_dynamic": {}}]},
     })

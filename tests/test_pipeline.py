@@ -51,7 +51,7 @@ def test_resume_skips_finished_and_rebuilds_broken(built, tmp_path, tiny_model, 
 def test_changed_recipe_rebuilds_only_changed_variant(built, tmp_path, tiny_model, tiny_data):
     _, out, _ = built
     d = tiny_recipe_dict(tiny_model, tiny_data)
-    d["variants"]["int8-dynamic"] = ["export", {"quantize_dynamic": {"per_channel": True}}]
+    d["variants"]["int8-dynamic"] = ["export", {"quantize_dynamic": {"per_channel": False}}]
     changed = Recipe.from_dict(d)
     assert not is_finished(out / "int8-dynamic", changed.variant("int8-dynamic").fingerprint(changed))
     assert is_finished(out / "fp32", changed.variant("fp32").fingerprint(changed))
