@@ -52,6 +52,39 @@ def _publish_space(args):
     print(publish_space(args.namespace, repos, args.name, args.private))
 
 
+def _optimize(args):
+    from .byom import optimize
+
+    summary = optimize(args.model, args.out, [v for v in args.variants.split(",") if v], args.pruning_amount, args.threshold,
+                       args.calibration_data, args.eval_data, args.text_column, args.label_column, args.mobile)
+    print(Path(args.out) / "report.md")
+    print(f"recommended: {summary['recommended']}")
+
+
+def _compare(args):
+    import json
+
+    from .byom import compare
+    from .config import RecipeError
+    from .data import read_file
+
+    texts = list(args.text or [])
+    if args.data:
+        texts += read_file(args.data, args.text_column, None, require_labels=False).texts
+    if not texts:
+        raise RecipeError("give sentences with --text or a file with --data")
+    result = compare(args.original, args.variants, texts, args.threads)
+    print("| model | size MB | p50 ms | sent/s | agreement | max logit diff | flips |\n|---|---|---|---|---|---|---|")
+    for r in result["rows"]:
+        print(f"| {r['model']} | {r['size_mb']} | {r['latency_p50_ms']} | {r['throughput_per_s']} | {r['agreement']:.4f} "
+              f"| {r['max_logit_diff']:.4f} | {len(r['flipped'])} |")
+    for r in result["rows"]:
+        for t in r["flipped"][:10]:
+            print(f"flipped in {r['model']}: {t}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
 def _steps(args):
     from .registry import steps
 
@@ -93,6 +126,30 @@ def main(argv=None) -> int:
     p.add_argument("--repos", nargs="*", help="explicit variant repo ids (default: from --variants and --prefix)")
     p.add_argument("--private", action="store_true")
     p.set_defaults(fn=_publish_space)
+
+    p = sub.add_parser("optimize", help="optimized variants of an already fine-tuned classifier (no re-training)")
+    p.add_argument("--model", required=True, help="fine-tuned sequence classifier: folder or HF id")
+    p.add_argument("--out", required=True)
+    p.add_argument("--variants", default="fp32,fp16,int8-dynamic",
+                   help="comma list of fp32,fp16,int8-dynamic,int8-static,torch-int8,pruned,pruned-int8,thresholded,distilled-half,qat-int8")
+    p.add_argument("--pruning-amount", type=float)
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--calibration-data", help="TSV/CSV/JSONL with text+labels: calibration, KD recovery, QAT")
+    p.add_argument("--eval-data", help="TSV/CSV/JSONL with text+labels for accuracy (else: agreement on probe sentences)")
+    p.add_argument("--text-column", default="sentence")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--mobile", action="store_true", help="also write model.ort (+ reduced-operator config)")
+    p.set_defaults(fn=_optimize)
+
+    p = sub.add_parser("compare", help="size, latency and prediction differences of variants vs. an original")
+    p.add_argument("original")
+    p.add_argument("variants", nargs="+")
+    p.add_argument("--text", action="append")
+    p.add_argument("--data", help="file of sentences (TSV/CSV/JSONL)")
+    p.add_argument("--text-column", default="sentence")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json")
+    p.set_defaults(fn=_compare)
 
     p = sub.add_parser("steps", help="list the registered steps")
     p.set_defaults(fn=_steps)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .evaluation import accepted_inputs
 from .registry import register_step
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def train_steps(n_examples: int, cfg: TrainConfig) -> int:
 
 def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits: torch.Tensor | None = None,
             max_length: int = 128, layer_map: list[int] | None = None, on_step: Callable[[int, int], None] | None = None,
-            after_step: Callable[[int, int], None] | None = None, module_hook: Callable | None = None):
+            after_step: Callable[[int, int], None] | None = None):
     """Train ``student`` to match ``teacher`` on ``data`` (TextData); returns the student in eval mode.
 
     ``on_step(step, total)`` runs before each forward pass (gradual pruning raises
@@ -133,17 +134,12 @@ def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits:
             p.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, total // 10)) * max(0.0, 1 - s / total))
-    rng = random.Random(cfg.seed)
-    order: list[int] = []
+    batches = _length_grouped_batches([len(ids) for ids in enc["input_ids"]], cfg.batch_size, total, cfg.seed)
     student.train()
     teacher.eval()
     for step in tqdm(range(total), desc="distill", unit="step", leave=False):
-        if len(order) < cfg.batch_size:
-            fresh = list(range(len(labels)))
-            rng.shuffle(fresh)
-            order += fresh
-        idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        batch = tokenizer.pad({k: [v[i] for i in idx] for k, v in enc.items()}, return_tensors="pt")
+        idx = batches[step]
+        batch = accepted_inputs(student, tokenizer.pad({k: [v[i] for i in idx] for k, v in enc.items()}, return_tensors="pt"))
         if on_step is not None:
             on_step(step, total)
         out_s = student(**batch, output_hidden_states=use_hidden)
@@ -167,14 +163,35 @@ def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits:
     return student.eval()
 
 
+def _length_grouped_batches(lengths: list[int], batch_size: int, total: int, seed: int) -> list[list[int]]:
+    """``total`` random batches of similar-length examples (like Trainer's group_by_length):
+    on CPU, padding a 3-word phrase to a 50-word sentence is most of the cost."""
+    rng = random.Random(seed)
+    batches: list[list[int]] = []
+    while len(batches) < total:
+        order = list(range(len(lengths)))
+        rng.shuffle(order)
+        chunk = batch_size * 50
+        epoch = []
+        for c in range(0, len(order), chunk):
+            part = sorted(order[c : c + chunk], key=lengths.__getitem__)
+            epoch += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+        rng.shuffle(epoch)
+        batches += epoch
+    return batches[:total]
+
+
 @torch.no_grad()
 def teacher_logits_for(teacher, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 64) -> torch.Tensor:
+    """Teacher logits in the order of ``texts`` (computed in length order to avoid padding)."""
     teacher.eval()
-    out = []
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.empty(len(texts), teacher.config.num_labels)
     for i in tqdm(range(0, len(texts), batch_size), desc="teacher logits", unit="batch", leave=False):
-        batch = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        out.append(teacher(**batch).logits.float())
-    return torch.cat(out)
+        idx = order[i : i + batch_size]
+        batch = tokenizer([texts[j] for j in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        out[idx] = teacher(**accepted_inputs(teacher, batch)).logits.float()
+    return out
 
 
 # ------------------------------------------------------------------ the step

@@ -35,6 +35,15 @@ def usable_length(config, requested: int | None, folder: Path | None = None) -> 
     return min(requested, cap) if cap else requested
 
 
+def accepted_inputs(model, enc):
+    """Keep the tokenizer outputs the model's forward takes (a tokenizer may emit
+    token_type_ids that DistilBERT/GPT-2-style models reject)."""
+    import inspect
+
+    names = inspect.signature(model.forward).parameters
+    return {k: v for k, v in enc.items() if k in names}
+
+
 class Runner:
     """texts -> float32 logits. Subclasses set tokenizer, max_length, model_file."""
 
@@ -94,7 +103,8 @@ class TorchRunner(Runner):
         self.model_file, self.fmt = model_file, fmt
 
     def encode(self, texts):
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return accepted_inputs(self.model, enc)
 
     def forward(self, enc):
         import torch

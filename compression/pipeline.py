@@ -32,7 +32,7 @@ from .config import Recipe, VariantSpec, save_recipe
 from .data import load_splits
 from .export import export_onnx
 from .registry import chain_tags, check_against_model, get_step
-from .teacher import check_base_model, resolve_base_model, train_teacher
+from .teacher import check_base_model, check_classifier, resolve_base_model, train_teacher
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -139,24 +139,31 @@ def teacher_fingerprint(recipe: Recipe) -> str:
     return VariantSpec("teacher", ()).fingerprint(recipe)
 
 
-def preflight(recipe: Recipe, out_dir: Path, base_dir: Path | None = None):
+def preflight(recipe: Recipe, out_dir: Path, base_dir: Path | None = None, splits=None):
     """Everything that can be checked before training: output dir, model, data."""
     check_output_dir(out_dir)
     base = resolve_base_model(recipe.base_model)
     model_config = check_base_model(base)
+    if recipe.teacher.skip:
+        check_classifier(base, model_config)
     for variant in recipe.variants:
         check_against_model(variant, model_config)
-    splits = load_splits(recipe.dataset, base_dir)
+    if splits is None:
+        splits = load_splits(recipe.dataset, base_dir)
     return base, splits
 
 
-def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, base_dir: Path | None = None, force: bool = False) -> dict:
-    """Build (or resume) every variant of ``recipe`` into ``out_dir``; returns the report summary."""
+def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, base_dir: Path | None = None,
+          force: bool = False, splits=None) -> dict:
+    """Build (or resume) every variant of ``recipe`` into ``out_dir``; returns the report summary.
+
+    ``splits`` ({"train", "eval"} TextData) replaces loading ``recipe.dataset``
+    (``optimize`` passes its own calibration/evaluation data)."""
     out_dir = Path(out_dir)
     if only:
         for name in only:
             recipe.variant(name)  # unknown names fail before any work
-    base, splits = preflight(recipe, out_dir, base_dir)
+    base, splits = preflight(recipe, out_dir, base_dir, splits)
     for stale in out_dir.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     save_recipe(recipe, out_dir / "recipe.yaml")

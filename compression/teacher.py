@@ -57,6 +57,16 @@ def check_base_model(name: str):
     return config
 
 
+def check_classifier(name: str, config) -> None:
+    """An already fine-tuned model must carry a sequence-classification head and labels."""
+    archs = getattr(config, "architectures", None) or []
+    if not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise ModelError(f"{name}: no sequence-classification head (architectures: {archs or 'none'}); "
+                         "use `build` to fine-tune a base model instead")
+    if not getattr(config, "id2label", None) or getattr(config, "num_labels", 0) < 1:
+        raise ModelError(f"{name}: labels missing in config.json (id2label); add them before optimizing")
+
+
 class _Encoded(torch.utils.data.Dataset):
     def __init__(self, tokenizer, data: TextData, max_length: int):
         self.enc = tokenizer(data.texts, truncation=True, max_length=max_length)
@@ -79,8 +89,14 @@ def load_for_finetune(name: str, num_labels: int, dcfg: DatasetConfig):
     model = AutoModelForSequenceClassification.from_pretrained(
         name, num_labels=num_labels, id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True
     )
-    if tokenizer.pad_token is None:  # GPT-2 style tokenizers ship without one
+    return ensure_pad(model, tokenizer)
+
+
+def ensure_pad(model, tokenizer):
+    """GPT-2 style tokenizers ship without a pad token; classification needs one."""
+    if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
@@ -89,11 +105,15 @@ def train_teacher(base_model: str, train: TextData, dcfg: DatasetConfig, tcfg: T
     """Fine-tune ``base_model`` on ``train``; returns (model, tokenizer) in eval mode."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
+    if tcfg.skip:  # an already fine-tuned classifier: keep its head and labels as they are
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        log.info("teacher.skip: using %s as the teacher without fine-tuning", base_model)
+        model, tokenizer = ensure_pad(AutoModelForSequenceClassification.from_pretrained(base_model),
+                                      AutoTokenizer.from_pretrained(base_model))
+        return model.eval(), tokenizer
     num_labels = max(train.labels) + 1
     model, tokenizer = load_for_finetune(base_model, num_labels, dcfg)
-    if tcfg.skip:
-        log.info("teacher.skip: using %s as the teacher without fine-tuning", base_model)
-        return model.eval(), tokenizer
     args = TrainingArguments(
         output_dir=str(work_dir),
         num_train_epochs=tcfg.epochs,
@@ -109,6 +129,7 @@ def train_teacher(base_model: str, train: TextData, dcfg: DatasetConfig, tcfg: T
         report_to=[],
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
+        group_by_length=True,  # similar lengths per batch: far less padding on SST-2's phrases
         disable_tqdm=False,
     )
     trainer = Trainer(

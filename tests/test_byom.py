@@ -1,0 +1,158 @@
+"""Bring your own model: optimize any fine-tuned classifier, compare, mobile .ort."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from compression import ModelError, RecipeError
+from compression.byom import compare, optimize
+from compression.config import EvalConfig
+from compression.evaluation import OnnxRunner, accepted_inputs, load_runner
+from conftest import REPO, make_tiny_model, synthetic, write_tsv
+
+FAST = EvalConfig(latency_runs=5, warmup=1, latency_sentences=3)
+TEXTS = [t for t, _ in synthetic(30, 33)] + ["good", "a very long review " * 30]
+
+
+def tiny_arch(folder, arch):
+    """A random tiny classifier of ``arch`` sharing the tiny WordPiece tokenizer (ids are all the model sees)."""
+    import transformers as tf
+
+    make_tiny_model(folder)
+    if arch == "bert":
+        return folder
+    tok_vocab = len((folder / "vocab.txt").read_text().split())
+    common = dict(num_labels=2, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1}, pad_token_id=0)
+    configs = {
+        "distilbert": (tf.DistilBertConfig(vocab_size=tok_vocab, dim=64, n_layers=2, n_heads=2, hidden_dim=128,
+                                           max_position_embeddings=64, **common), tf.DistilBertForSequenceClassification),
+        "roberta": (tf.RobertaConfig(vocab_size=tok_vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=128, max_position_embeddings=66, **common), tf.RobertaForSequenceClassification),
+        "deberta-v2": (tf.DebertaV2Config(vocab_size=tok_vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=128, max_position_embeddings=64, type_vocab_size=0, **common),
+                       tf.DebertaV2ForSequenceClassification),
+        "gpt2": (tf.GPT2Config(vocab_size=tok_vocab, n_embd=64, n_layer=2, n_head=2, n_positions=64, **common),
+                 tf.GPT2ForSequenceClassification),
+    }
+    config, cls = configs[arch]
+    for f in ("config.json", "model.safetensors"):
+        (folder / f).unlink()
+    # like their real tokenizers, these models get no token_type_ids (GPT-2 would add them as embeddings)
+    tok_cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    tok_cfg["model_input_names"] = ["input_ids", "attention_mask"]
+    (folder / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
+    torch.manual_seed(0)
+    cls(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "roberta", "deberta-v2", "gpt2"])
+def test_optimize_every_architecture_end_to_end(arch, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model_dir = tiny_arch(tmp_path / "model", arch)
+    summary = optimize(str(model_dir), tmp_path / "out", ["fp32", "int8-dynamic"], evaluation=FAST)
+    assert {r["variant"] for r in summary["rows"]} == {"teacher", "fp32", "int8-dynamic"}
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    with torch.no_grad():
+        enc = tok(TEXTS[:8], padding=True, truncation=True, max_length=60, return_tensors="pt")
+        ref = model(**accepted_inputs(model, enc)).logits.numpy()
+    got = OnnxRunner(tmp_path / "out" / "fp32", max_length=60).logits(TEXTS[:8])
+    np.testing.assert_allclose(got, ref, atol=1e-4)  # padding handled (GPT-2 reads the last non-pad token)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / "int8-dynamic" / "model.onnx")).graph.node}
+    assert "MatMulInteger" in ops
+    m = json.loads((tmp_path / "out" / "int8-dynamic" / "metrics.json").read_text())
+    assert "probe sentences" in m["quality_measured_as"] and 0 <= m["accuracy"] <= 1
+
+
+def test_structured_pruning_says_it_does_not_apply_to_gpt2(tmp_path):
+    model_dir = tiny_arch(tmp_path / "gpt2", "gpt2")
+    data = write_tsv(tmp_path / "cal.tsv", synthetic(40, 3))
+    from compression import Recipe, build
+    from conftest import tiny_recipe_dict
+
+    d = tiny_recipe_dict(model_dir, tmp_path, x=[{"prune_structured": {"heads_fraction": 0.5}}])
+    d["dataset"] = {"path": str(data)}
+    d["teacher"] = {"skip": True}
+    with pytest.raises(RecipeError, match="structured pruning supports BERT-style encoders"):
+        build(Recipe.from_dict(d), tmp_path / "out")
+
+
+def test_mobile_ort_matches_onnx(tmp_path, tiny_model):
+    import onnxruntime as ort
+
+    optimize(str(tiny_model), tmp_path / "out", ["int8-dynamic"], mobile=True, evaluation=FAST)
+    folder = tmp_path / "out" / "int8-dynamic"
+    assert (folder / "model.ort").is_file() and (folder / "tokenizer.json").is_file()
+    assert (folder / "required_operators.config").is_file()
+    runner = OnnxRunner(folder, max_length=32)
+    enc = runner.encode(TEXTS[:6])
+    sess = ort.InferenceSession(str(folder / "model.ort"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, enc)[0], runner.forward(enc), atol=1e-5)
+
+
+def test_static_calibration_and_pruning_need_data(tmp_path, tiny_model):
+    with pytest.raises(RecipeError, match="needs training/calibration data.*--calibration-data"):
+        optimize(str(tiny_model), tmp_path / "out", ["int8-static"])
+    data = write_tsv(tmp_path / "cal.tsv", synthetic(60, 4))
+    summary = optimize(str(tiny_model), tmp_path / "out2", ["int8-static"], pruning_amount=0.3, threshold=0.01,
+                       calibration_data=str(data), eval_data=str(data), evaluation=FAST)
+    rows = {r["variant"]: r for r in summary["rows"]}
+    assert set(rows) == {"teacher", "int8-static", "pruned", "thresholded"}
+    assert abs(rows["pruned"]["encoder_sparsity"] - 0.3) < 1e-3
+    assert "accuracy on" in json.loads((tmp_path / "out2" / "pruned" / "metrics.json").read_text())["quality_measured_as"]
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"threshold": -1.0}, RecipeError, "--threshold must be >= 0"),
+    ({"pruning_amount": 1.0}, RecipeError, "--pruning-amount must be in [0, 1)"),
+    ({"variants": ["fp64"]}, RecipeError, "unknown variant 'fp64'"),
+])
+def test_bad_options_fail_before_work(tmp_path, tiny_model, kwargs, error, message):
+    with pytest.raises(error) as exc:
+        optimize(str(tiny_model), tmp_path / "out", **kwargs)
+    assert message in str(exc.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_a_model_no_head_and_remote_code(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="not a model folder"):
+        optimize(str(tmp_path / "empty"), tmp_path / "o1")
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path / "base")
+    with pytest.raises(ModelError, match="no sequence-classification head"):
+        optimize(str(tmp_path / "base"), tmp_path / "o2")
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    marker = tmp_path / "EXECUTED"
+    (custom / "config.json").write_text(json.dumps({
+        "model_type": "totally-custom", "architectures": ["CustomForSequenceClassification"],
+        "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"}}))
+    (custom / "configuration_custom.py").write_text(f"open({str(marker)!r}, 'w').write('pwned')\n")
+    with pytest.raises(ModelError, match="trust_remote_code"):
+        optimize(str(custom), tmp_path / "o3")
+    assert not marker.exists()
+
+
+def test_compare_reports_flips_and_cli(tmp_path, built):
+    _, out, _ = built
+    result = compare(str(out / "fp32"), [str(out / "int8-dynamic"), str(out / "fp16")], TEXTS)
+    rows = {r["model"]: r for r in result["rows"]}
+    assert rows[str(out / "fp32")]["agreement"] == 1.0 and rows[str(out / "fp32")]["max_logit_diff"] == 0.0
+    q = rows[str(out / "int8-dynamic")]
+    assert q["size_mb"] * 3 < rows[str(out / "fp32")]["size_mb"]
+    assert 0 < q["max_logit_diff"] and len(q["flipped"]) == round((1 - q["agreement"]) * len(TEXTS))
+    data = write_tsv(tmp_path / "s.tsv", synthetic(20, 8))
+    res = subprocess.run([sys.executable, "-m", "compression", "compare", str(out / "fp32"), str(out / "int8-dynamic"),
+                          "--data", str(data), "--json", str(tmp_path / "c.json")], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "| model | size MB" in res.stdout and json.loads((tmp_path / "c.json").read_text())["sentences"] == 20
+    loaded = load_runner(out / "int8-dynamic")
+    assert loaded.logits(["good"]).shape == (1, 2)
