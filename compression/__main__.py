@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", required=True, help="fine-tuned sequence classifier: folder or HF id")
     p.add_argument("--out", required=True)
     p.add_argument("--variants", default="fp32,fp16,int8-dynamic",
-                   help="comma list of fp32,fp16,int8-dynamic,int8-static,torch-int8,pruned,pruned-int8,thresholded,distilled-half,qat-int8")
+                   help="comma list of fp32,fp16,int8-dynamic,int8-static,torch-int8,bnb-int8,pruned,pruned-int8,thresholded,distilled-half,qat-int8")
     p.add_argument("--pruning-amount", type=float)
     p.add_argument("--threshold", type=float)
     p.add_argument("--calibration-data", help="TSV/CSV/JSONL with text+labels: calibration, KD recovery, QAT")

@@ -39,6 +39,7 @@ def variant_steps(name: str, pruning_amount: float | None, threshold: float | No
         "int8-dynamic": ["export", {"quantize_dynamic": {}}],
         "int8-static": ["export", {"quantize_static": {}}],
         "torch-int8": ["torch_dynamic_int8"],
+        "bnb-int8": ["bnb_int8"],
         "pruned": [{"prune": {"amount": pruning_amount if pruning_amount is not None else 0.3, **recover}}],
         "pruned-int8": [{"prune": {"amount": pruning_amount if pruning_amount is not None else 0.3, **recover}},
                         {"quantize_dynamic": {}}],

@@ -31,6 +31,7 @@ from . import evaluation, report
 from .config import Recipe, VariantSpec, save_recipe
 from .data import load_splits
 from .export import export_onnx
+from .quantization import StepSkipped
 from .registry import chain_tags, check_against_model, get_step
 from .teacher import check_base_model, check_classifier, resolve_base_model, train_teacher
 
@@ -185,7 +186,12 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         log.info("%s: %s", spec.name, " -> ".join(c.name for c in spec.steps))
-        fmt, model_config, chain_tokenizer, notes = run_chain(spec, ctx, tmp)
+        try:
+            fmt, model_config, chain_tokenizer, notes = run_chain(spec, ctx, tmp)
+        except StepSkipped as exc:
+            log.warning("%s: %s", spec.name, exc)
+            shutil.rmtree(tmp, ignore_errors=True)
+            continue
         write_variant_files(tmp, spec, recipe, base, fmt, model_config, chain_tokenizer)
         runner = evaluation.load_runner(tmp, cfg.threads, recipe.dataset.max_length)
         metrics, _ = evaluation.measure(runner, splits["eval"].texts, splits["eval"].labels, cfg, reference)
@@ -253,6 +259,9 @@ def run_chain(spec: VariantSpec, ctx: BuildContext, tmp: Path):
                 shutil.copyfile(ctx.teacher_onnx(teacher_fingerprint(ctx.recipe)), onnx_path)
             stage = "onnx"
         step.apply(onnx_path, call.config, ctx)
+    if stage == "terminal" and getattr(state.model, "is_loaded_in_8bit", False):  # bitsandbytes
+        state.model.save_pretrained(tmp)
+        return evaluation.FORMAT_TORCH, state.model.config, state.tokenizer, state.notes
     if stage == "terminal":
         import torch
 

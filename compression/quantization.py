@@ -191,6 +191,41 @@ def torch_dynamic_int8(model):
         return tq(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
 
 
+class StepSkipped(RuntimeError):
+    """A step that cannot run on this machine; the variant is skipped with this reason."""
+
+
+@dataclass(frozen=True)
+class BnbInt8Config:
+    """bitsandbytes LLM.int8() weights for PyTorch users (the seeds' ``use_bnb``).
+    Built only where bitsandbytes imports and a CUDA GPU is present."""
+
+
+def bnb_int8(model):
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise StepSkipped("bitsandbytes is not installed (pip install bitsandbytes); bnb-int8 skipped") from None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise StepSkipped("bitsandbytes 8-bit needs a CUDA GPU; none here, bnb-int8 skipped")
+    import tempfile
+
+    from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        return AutoModelForSequenceClassification.from_pretrained(tmp, quantization_config=BitsAndBytesConfig(load_in_8bit=True))
+
+
+@register_step("bnb_int8", BnbInt8Config, stage="terminal", tags=("int8", "quantized", "bitsandbytes"))
+def _bnb_step(state, cfg, ctx):
+    """bitsandbytes 8-bit PyTorch model (GPU only; skipped with a reason elsewhere)."""
+    state.model = bnb_int8(state.model)
+    return state
+
+
 @register_step("quantize_dynamic", QuantizeDynamicConfig, stage="onnx", tags=("int8", "quantized", "onnx"))
 def _dynamic_step(onnx_path, cfg, ctx):
     """ORT dynamic int8 through optimum's ORTQuantizer."""

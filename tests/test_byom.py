@@ -156,3 +156,16 @@ def test_compare_reports_flips_and_cli(tmp_path, built):
     assert "| model | size MB" in res.stdout and json.loads((tmp_path / "c.json").read_text())["sentences"] == 20
     loaded = load_runner(out / "int8-dynamic")
     assert loaded.logits(["good"]).shape == (1, 2)
+
+
+def test_bnb_variant_skipped_with_one_line_reason(tmp_path, tiny_model, caplog):
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is not None and torch.cuda.is_available():
+        pytest.skip("bitsandbytes and a GPU are present: the variant would really be built")
+    caplog.set_level("WARNING", logger="compression")
+    summary = optimize(str(tiny_model), tmp_path / "out", ["fp32", "bnb-int8"], evaluation=FAST)
+    assert {r["variant"] for r in summary["rows"]} == {"teacher", "fp32"}
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("bnb-int8:")]
+    assert len(skipped) == 1 and "skipped" in skipped[0] and "\n" not in skipped[0]
+    assert not (tmp_path / "out" / "bnb-int8").exists()
