@@ -18,6 +18,7 @@ import numpy as np
 
 from .config import DatasetConfig, EvalConfig, Recipe, RecipeError, TeacherConfig, VariantSpec
 from .data import TextData, read_file
+from .evaluation import is_multi_label, predictions, same_prediction
 from .registry import parse_step
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def optimize(model: str, out_dir, variants=("fp32", "fp16", "int8-dynamic"), pru
         teacher, tok = train_teacher(model, ev, recipe.dataset, recipe.teacher, out_dir)  # skip: loads, no training
         from .evaluation import TorchRunner
 
-        ev = TextData(ev.texts, TorchRunner(teacher, tok).logits(ev.texts).argmax(-1).tolist())
+        ev = TextData(ev.texts, predictions(TorchRunner(teacher, tok).logits(ev.texts), is_multi_label(teacher.config)).tolist())
     splits = {"train": cal or ev, "eval": ev}
     summary = pipeline.build(recipe, out_dir, splits=splits)
     for row in summary["rows"]:
@@ -160,6 +161,8 @@ def compare(original: str, variants: list[str], texts: list[str], threads: int =
 
     base = runner_for(original)
     base_logits = base.logits(texts)
+    multi = is_multi_label(base.config)
+    base_pred = predictions(base_logits, multi)
     rows = []
     for path in [original, *variants]:
         r = base if path == original else runner_for(path)
@@ -172,9 +175,10 @@ def compare(original: str, variants: list[str], texts: list[str], threads: int =
             t = time.perf_counter()
             r.forward(enc)
             times.append((time.perf_counter() - t) * 1e3)
-        flips = [t for t, a, b in zip(texts, logits.argmax(-1), base_logits.argmax(-1)) if a != b]
+        same = same_prediction(predictions(logits, multi), base_pred)
+        flips = [t for t, ok in zip(texts, same) if not ok]
         size = sum(f.stat().st_size for f in Path(path).glob("*") if f.suffix in (".onnx", ".safetensors", ".pt", ".bin"))
         rows.append({"model": str(path), "size_mb": round(size / 1e6, 2), "latency_p50_ms": round(float(np.median(times)), 3),
-                     "throughput_per_s": round(thr, 1), "agreement": float(np.mean(logits.argmax(-1) == base_logits.argmax(-1))),
+                     "throughput_per_s": round(thr, 1), "agreement": float(np.mean(same)),
                      "max_logit_diff": float(np.abs(logits - base_logits).max()), "flipped": flips})
     return {"sentences": len(texts), "rows": rows}

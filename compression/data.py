@@ -86,7 +86,11 @@ def read_file(path: str | Path, text_column: str, label_column: str | None, requ
     return TextData(texts, labels if has_labels else None)
 
 
-def _parse_label(value, path, line) -> int:
+def _parse_label(value, path, line):
+    if isinstance(value, list):  # multi-label JSONL: a multi-hot list such as [0, 1, 1]
+        if not all(v in (0, 1) for v in value):
+            raise DataError(f"{path}:{line}: a multi-label row must be a 0/1 list, got {value!r}")
+        return [int(v) for v in value]
     try:
         as_float = float(value)
         if as_float != int(as_float):

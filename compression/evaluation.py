@@ -170,25 +170,48 @@ def weight_stats(runner: Runner) -> tuple[int, float]:
     return params, (zeros / total if total else 0.0)
 
 
-def quality(logits: np.ndarray, labels: list[int], reference: np.ndarray | None = None) -> dict:
-    """accuracy, F1 (positive class for 2 labels, macro otherwise), cross-entropy, agreement."""
+def is_multi_label(config) -> bool:
+    return getattr(config, "problem_type", None) == "multi_label_classification"
+
+
+def predictions(logits: np.ndarray, multi_label: bool = False) -> np.ndarray:
+    """Class ids (argmax), or a 0/1 matrix for multi-label models (sigmoid > 0.5)."""
+    return (logits > 0).astype(np.int64) if multi_label else logits.argmax(-1)
+
+
+def same_prediction(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-example equality of two prediction arrays (whole label sets for multi-label)."""
+    eq = a == b
+    return eq.all(-1) if eq.ndim > 1 else eq
+
+
+def quality(logits: np.ndarray, labels, reference: np.ndarray | None = None, multi_label: bool = False) -> dict:
+    """accuracy, F1, loss, agreement.
+
+    Single-label: accuracy, F1 of the positive class (2 labels) or macro F1, cross-entropy.
+    Multi-label (sigmoid outputs, multi-hot labels): exact-match accuracy, micro F1,
+    binary cross-entropy. Agreement: share of examples with the same prediction as ``reference``.
+    """
     y = np.asarray(labels)
-    pred = logits.argmax(-1)
-    shifted = logits - logits.max(-1, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    classes = [1] if logits.shape[1] == 2 else range(logits.shape[1])
-    f1s = []
-    for c in classes:
-        tp = np.sum((pred == c) & (y == c))
-        denom = np.sum(pred == c) + np.sum(y == c)
-        f1s.append(2 * tp / denom if denom else 0.0)
-    out = {
-        "accuracy": float(np.mean(pred == y)),
-        "f1": float(np.mean(f1s)),
-        "loss": float(-logp[np.arange(len(y)), y].mean()),
-    }
+    pred = predictions(logits, multi_label)
+    if multi_label:
+        tp = np.sum((pred == 1) & (y == 1))
+        denom = np.sum(pred == 1) + np.sum(y == 1)
+        bce = np.maximum(logits, 0) - logits * y + np.log1p(np.exp(-np.abs(logits)))
+        out = {"accuracy": float(np.mean(same_prediction(pred, y))), "f1": float(2 * tp / denom) if denom else 0.0,
+               "loss": float(bce.mean())}
+    else:
+        shifted = logits - logits.max(-1, keepdims=True)
+        logp = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        classes = [1] if logits.shape[1] == 2 else range(logits.shape[1])
+        f1s = []
+        for c in classes:
+            tp = np.sum((pred == c) & (y == c))
+            denom = np.sum(pred == c) + np.sum(y == c)
+            f1s.append(2 * tp / denom if denom else 0.0)
+        out = {"accuracy": float(np.mean(pred == y)), "f1": float(np.mean(f1s)), "loss": float(-logp[np.arange(len(y)), y].mean())}
     if reference is not None:
-        out["agreement"] = float(np.mean(pred == reference))
+        out["agreement"] = float(np.mean(same_prediction(pred, reference)))
     return out
 
 
@@ -225,7 +248,7 @@ def measure(runner: Runner, texts: list[str], labels: list[int], cfg: EvalConfig
     t0 = time.perf_counter()
     logits = runner.logits(texts, cfg.throughput_batch)
     elapsed = time.perf_counter() - t0
-    metrics = quality(logits, labels, reference)
+    metrics = quality(logits, labels, reference, is_multi_label(runner.config))
     metrics["throughput_per_s"] = len(texts) / elapsed if elapsed > 0 else float("inf")
     metrics.update(latency(runner, texts, cfg))
     metrics["size_mb"], metrics["gzip_mb"] = file_sizes(runner.model_file)

@@ -172,7 +172,7 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
 
     teacher, tokenizer = _teacher(recipe, base, splits, out_dir, force)
     teacher_logits = evaluation.TorchRunner(teacher, tokenizer, cfg.threads, recipe.dataset.max_length).logits(splits["eval"].texts)
-    reference = teacher_logits.argmax(-1)
+    reference = evaluation.predictions(teacher_logits, evaluation.is_multi_label(teacher.config))
     ctx = BuildContext(recipe, out_dir, splits, teacher, tokenizer)
 
     todo = [v for v in recipe.variants if not only or v.name in only]
@@ -313,7 +313,7 @@ def evaluate_dir(out_dir: str | Path, base_dir: Path | None = None) -> dict:
         runner = evaluation.load_runner(folder, cfg.threads, recipe.dataset.max_length)
         metrics, logits = evaluation.measure(runner, splits["eval"].texts, splits["eval"].labels, cfg, reference)
         if folder.name == "teacher":
-            reference = logits.argmax(-1)
+            reference = evaluation.predictions(logits, evaluation.is_multi_label(runner.config))
             metrics["agreement"] = 1.0
         for key, value in old.items():  # keep build-time facts (steps, notes) not re-measured
             metrics.setdefault(key, value)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import OnnxRunner, variant_format
+from .evaluation import OnnxRunner, is_multi_label, predictions, same_prediction, variant_format
 
 log = logging.getLogger(__name__)
 MAX_CHARS = 2000        # longer input is cut (the tokenizer keeps 128 tokens anyway)
@@ -134,12 +134,19 @@ def predict(studio: Studio, text: str) -> tuple[list[dict], list[str]]:
             t0 = time.perf_counter()
             logits = v.runner.forward(enc)
             times.append((time.perf_counter() - t0) * 1e3)
-        probs = _softmax(logits)[0]
-        k = int(probs.argmax())
+        names = v.runner.config.id2label
+        if is_multi_label(v.runner.config):  # independent sigmoids: every label above 0.5
+            probs = 1 / (1 + np.exp(-logits[0]))
+            on = [names.get(i, str(i)) for i in np.flatnonzero(probs > 0.5)]
+            label, conf = (", ".join(on) or "(none)"), float(probs.max())
+        else:
+            probs = _softmax(logits)[0]
+            k = int(probs.argmax())
+            label, conf = names.get(k, str(k)), float(probs[k])
         rows.append({
             "variant": v.name,
-            "label": v.runner.config.id2label.get(k, str(k)),
-            "confidence": round(float(probs[k]), 4),
+            "label": label,
+            "confidence": round(conf, 4),
             "latency_ms": round(statistics.median(times), 3),
             "size_mb": round(v.size_mb, 2),
         })
@@ -201,10 +208,10 @@ def run_batch(studio: Studio, texts: list[str], labels: list[int] | None, progre
         t0 = time.perf_counter()
         logits = v.runner.logits(texts, 32)
         dt = time.perf_counter() - t0
-        preds[v.name] = logits.argmax(-1)
+        preds[v.name] = predictions(logits, is_multi_label(v.runner.config))
         row = {"variant": v.name, "sentences": len(texts), "throughput_per_s": round(len(texts) / dt, 1)}
         if labels is not None:
-            row["accuracy"] = round(float(np.mean(preds[v.name] == np.asarray(labels))), 4)
+            row["accuracy"] = round(float(np.mean(same_prediction(preds[v.name], np.asarray(labels)))), 4)
         rows.append(row)
-    matrix = [[a] + [round(float(np.mean(preds[a] == preds[b])), 4) for b in names] for a in names]
+    matrix = [[a] + [round(float(np.mean(same_prediction(preds[a], preds[b]))), 4) for b in names] for a in names]
     return rows, matrix, names

@@ -169,3 +169,42 @@ def test_bnb_variant_skipped_with_one_line_reason(tmp_path, tiny_model, caplog):
     skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("bnb-int8:")]
     assert len(skipped) == 1 and "skipped" in skipped[0] and "\n" not in skipped[0]
     assert not (tmp_path / "out" / "bnb-int8").exists()
+
+
+def test_multi_label_semantics_survive_export_eval_and_app(tmp_path):
+    """A toxic-comment-style model: 3 independent sigmoid labels, multi-hot gold labels."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from compression import serving
+    from compression.evaluation import predictions
+
+    folder = make_tiny_model(tmp_path / "model")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, num_labels=3, problem_type="multi_label_classification", ignore_mismatched_sizes=True,
+        id2label={0: "toxic", 1: "insult", 2: "threat"}, label2id={"toxic": 0, "insult": 1, "threat": 2})
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.tensor([2.0, -2.0, 0.0]))  # toxic on, insult off, threat undecided
+    model.save_pretrained(folder)
+    texts = [t for t, _ in synthetic(40, 12)]
+    gold = [[1, 0, i % 2] for i in range(40)]
+    data = tmp_path / "eval.jsonl"
+    data.write_text("".join(json.dumps({"sentence": t, "label": y}) + "\n" for t, y in zip(texts, gold)))
+    summary = optimize(str(folder), tmp_path / "out", ["fp32", "int8-dynamic"], eval_data=str(data), evaluation=FAST)
+    runner = OnnxRunner(tmp_path / "out" / "fp32")
+    pred = predictions(runner.logits(texts), multi_label=True)
+    assert pred.shape == (40, 3) and set(np.unique(pred)) <= {0, 1}
+    expected_acc = float(np.mean((pred == np.array(gold)).all(-1)))
+    rows = {r["variant"]: r for r in summary["rows"]}
+    assert rows["fp32"]["accuracy"] == pytest.approx(expected_acc)
+    assert rows["fp32"]["agreement"] == 1.0
+    tok = AutoTokenizer.from_pretrained(folder)
+    with torch.no_grad():
+        ref = model.eval()(**tok(texts[:5], padding=True, return_tensors="pt")).logits.numpy()
+    np.testing.assert_allclose(runner.logits(texts[:5]), ref, atol=1e-4)
+    studio = serving.load_studio(tmp_path / "out")
+    out, _ = serving.predict(studio, texts[0])
+    fp32 = next(r for r in out if r["variant"] == "fp32")
+    probs = 1 / (1 + np.exp(-ref[0]))
+    assert fp32["label"] == ", ".join(n for n, p in zip(["toxic", "insult", "threat"], probs) if p > 0.5)
+    assert "toxic" in fp32["label"] and "insult" not in fp32["label"]
