@@ -92,10 +92,14 @@ def on_load(request: gr.Request):
 
 def compare_table() -> pd.DataFrame:
     cols = ["variant", "accuracy", "latency_p50_ms", "latency_p95_ms", "size_mb", "params", "sparsity", "agreement", "pareto", "recommended", "hub"]
+    digits = {"accuracy": 4, "agreement": 4, "latency_p50_ms": 2, "latency_p95_ms": 2, "size_mb": 2, "sparsity": 3}
     rows = []
     for r in STUDIO.report_rows:
         repo = (STUDIO.variants[r["variant"]].hub_repo if r["variant"] in STUDIO.variants else None) or r.get("hub_repo")
-        rows.append({**{c: r.get(c) for c in cols}, "hub": f"[{repo}](https://huggingface.co/{repo})" if repo else ""})
+        row = {c: (round(r[c], digits[c]) if c in digits and r.get(c) is not None else r.get(c)) for c in cols}
+        row["variant"] = f"⭐ {r['variant']}" if r.get("recommended") else r["variant"]
+        row["hub"] = f"[{repo}](https://huggingface.co/{repo})" if repo else ""
+        rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -131,8 +135,8 @@ with gr.Blocks(title="BERT Compression Studio") as demo:
         notes_md = gr.Markdown()
         table = gr.Dataframe(headers=CLASSIFY_HEADERS, label="Predictions per variant", interactive=False, elem_id="predictions")
         with gr.Row():
-            lat_plot = gr.BarPlot(x="variant", y="latency_ms", title="Latency for this text (ms, median of 5)", y_lim=[0, None])
-            size_plot = gr.BarPlot(x="variant", y="size_mb", title="Size on disk (MB)", y_lim=[0, None])
+            lat_plot = gr.BarPlot(x="variant", y="latency_ms", title="Latency for this text (ms, median of 5)", y_lim=[0, None], x_label_angle=-40)
+            size_plot = gr.BarPlot(x="variant", y="size_mb", title="Size on disk (MB)", y_lim=[0, None], x_label_angle=-40)
         link = gr.Textbox(label="Shareable link (append to this page's address)", buttons=["copy"], interactive=False)
         gr.Examples(EXAMPLES, inputs=text_in)
         outputs = [table, notes_md, lat_plot, size_plot, link]

@@ -46,7 +46,7 @@ def check(rows: dict, recommended: str | None) -> list[dict]:
     sp = rows.get("pruned-heads-ffn-int8") or rows.get("pruned-heads-ffn")
     if t and sp and sp.get("encoder_params"):
         ratio = sp["encoder_params_before"] / sp["encoder_params"]
-        add("structured pruning >= 2x fewer encoder params", ratio >= 2, f"{ratio:.2f}x")
+        add("structured pruning >= 2x fewer encoder params", ratio >= 2, f"{ratio:.3f}x")
         add("structured pruning <= 0.5 pt loss", t["accuracy"] - sp["accuracy"] <= 0.005, f"{(sp['accuracy'] - t['accuracy']) * 100:+.2f} pt")
     return out
 
@@ -70,6 +70,7 @@ def main() -> int:
     for r in results:
         print(f"| {r['target']} | {'yes' if r['met'] else 'NO'} | {r['detail']} |")
     path = Path(args.json or out / "targets.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"recommended": summary["recommended"], "targets": results, "rows": summary["rows"]}, indent=2))
     print(f"\nwritten: {path}")
     return 0
