@@ -120,7 +120,7 @@ def build_card(folder: Path, repo_id: str, teacher_repo: str | None, teacher_met
     return ModelCard.from_template(
         data, template_str=TEMPLATE.read_text(), repo_name=repo_id.split("/")[-1], variant=folder.name, summary=summary,
         teacher_repo=None if is_teacher else teacher_repo, base_model=base_model_id(cc.get("base_model")) or cc.get("base_model"),
-        recommended=recommended, steps=steps, m=m, t=tview, snippet=snippet, onnx=onnx,
+        recommended=recommended, steps=steps, m=m, t=tview, snippet=snippet, onnx=onnx, mobile=(folder / "model.ort").is_file(),
         runtime="ONNX Runtime" if onnx else "PyTorch",
     )
 

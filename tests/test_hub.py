@@ -209,3 +209,29 @@ def test_token_never_leaks(hub, published):
         if f.is_file():
             assert TOKEN.encode() not in f.read_bytes(), f
     assert git_sha1(b"") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # the server's ids are real git blob ids
+
+
+def test_dry_run_uploads_nothing_and_injected_401(hub, published, capsys):
+    from compression.hub import AuthError, publish
+
+    work, _ = published
+    n = len(hub.requests)
+    result = publish(work, NS, prefix="dry", token=TOKEN, dry_run=True)
+    assert len(hub.requests) == n and result["commits"] == {} and result["collection"] is None
+    out = capsys.readouterr().out
+    assert f"-> {NS}/dry-int8-dynamic" in out and "README.md" in out and TOKEN not in out
+    hub.inject(401, r"/preupload/", times=1)
+    with pytest.raises(AuthError, match=f"token lacks write access to {NS}"):
+        publish(work, NS, prefix="tiny", token=TOKEN, retry_delay=0.01)
+
+
+def test_card_tells_how_to_run_on_a_phone_when_ort_exists(published, tmp_path):
+    from compression.hub import build_card
+
+    work, _ = published
+    folder = tmp_path / "v"
+    shutil.copytree(work / "int8-dynamic", folder)
+    assert "optimize --mobile" in str(build_card(folder, f"{NS}/x", None, None, False))
+    (folder / "model.ort").write_bytes(b"ort")
+    card = str(build_card(folder, f"{NS}/x", None, None, False))
+    assert "`model.ort`" in card and "onnxruntime-react-native" in card and "tokenizer.json" in card
