@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import pipeline
 from .config import DatasetConfig, EvalConfig, Recipe, RecipeError, TeacherConfig, VariantSpec
 from .data import TextData, read_file
-from .evaluation import is_multi_label, predictions, same_prediction
-from .registry import parse_step
+from .evaluation import TorchRunner, is_multi_label, load_runner, predictions, same_prediction
+from .registry import check_chain, parse_step
+from .teacher import ModelError, check_base_model, check_classifier, load_classifier
 
 log = logging.getLogger(__name__)
 PROBE = [
@@ -31,7 +33,7 @@ PROBE = [
 TRAINING_STEPS = {"distill", "prune_structured", "qat", "quantize_static", "vocab_prune"}
 
 
-def variant_steps(name: str, pruning_amount: float | None, threshold: float | None, has_train: bool) -> list:
+def variant_steps(name: str, pruning_amount: float | None, threshold: float | None, has_train: bool, n_layers: int) -> list:
     """Named variants of ``optimize`` -> recipe steps."""
     recover = {"recovery": has_train, "max_steps": 200}
     table = {
@@ -45,7 +47,7 @@ def variant_steps(name: str, pruning_amount: float | None, threshold: float | No
         "pruned-int8": [{"prune": {"amount": pruning_amount if pruning_amount is not None else 0.3, **recover}},
                         {"quantize_dynamic": {}}],
         "thresholded": [{"threshold": {"threshold": threshold if threshold is not None else 1e-3}}],
-        "distilled-half": "distill",
+        "distilled-half": [{"distill": {"num_layers": max(1, n_layers // 2), "epochs": 1}}],
         "qat-int8": [{"qat": {"max_steps": 200}}],
     }
     if name not in table:
@@ -58,8 +60,6 @@ def optimize(model: str, out_dir, variants=("fp32", "fp16", "int8-dynamic"), pru
              text_column: str = "sentence", label_column: str = "label", mobile: bool = False,
              evaluation: EvalConfig | None = None) -> dict:
     """Write optimized variant folders of an already fine-tuned classifier into ``out_dir``."""
-    from . import pipeline
-    from .teacher import ModelError, check_base_model, check_classifier
 
     if pruning_amount is not None and not 0 <= pruning_amount < 1:
         raise RecipeError(f"--pruning-amount must be in [0, 1), got {pruning_amount}")
@@ -84,9 +84,7 @@ def optimize(model: str, out_dir, variants=("fp32", "fp16", "int8-dynamic"), pru
     n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None) or 2
     raw = {}
     for name in variants:
-        steps = variant_steps(name, pruning_amount, threshold, calibration_data is not None)
-        if steps == "distill":
-            steps = [{"distill": {"num_layers": max(1, n_layers // 2), "epochs": 1}}]
+        steps = variant_steps(name, pruning_amount, threshold, calibration_data is not None, n_layers)
         needs = {next(iter(s)) if isinstance(s, dict) else s for s in steps} & TRAINING_STEPS
         if needs and calibration_data is None:
             raise RecipeError(f"variant {name!r} needs training/calibration data ({', '.join(sorted(needs))}); "
@@ -107,17 +105,11 @@ def optimize(model: str, out_dir, variants=("fp32", "fp16", "int8-dynamic"), pru
         variants=variant_specs,
     )
     for v in recipe.variants:
-        from .registry import check_chain
-
         check_chain(v)
     out_dir = Path(out_dir)
     if ev.labels is None:  # pseudo-labels: the original's predictions
-        from .teacher import train_teacher
-
-        teacher, tok = train_teacher(model, ev, recipe.dataset, recipe.teacher, out_dir)  # skip: loads, no training
-        from .evaluation import TorchRunner
-
-        ev = TextData(ev.texts, predictions(TorchRunner(teacher, tok).logits(ev.texts), is_multi_label(teacher.config)).tolist())
+        original, tok = load_classifier(model)
+        ev = TextData(ev.texts, predictions(TorchRunner(original, tok).logits(ev.texts), is_multi_label(original.config)).tolist())
     splits = {"train": cal or ev, "eval": ev}
     summary = pipeline.build(recipe, out_dir, splits=splits)
     for row in summary["rows"]:
@@ -151,8 +143,6 @@ def to_ort(folder: Path) -> Path:
 
 def compare(original: str, variants: list[str], texts: list[str], threads: int = 1, runs: int = 50) -> dict:
     """Size, batch-1 latency, throughput and prediction differences of variants vs. the original."""
-    from .evaluation import load_runner
-
     def runner_for(path):
         p = Path(path)
         if not p.exists():

@@ -92,6 +92,14 @@ def load_for_finetune(name: str, num_labels: int, dcfg: DatasetConfig):
     return ensure_pad(model, tokenizer)
 
 
+def load_classifier(name: str):
+    """(model in eval mode, tokenizer) of an already fine-tuned sequence classifier."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model, tokenizer = ensure_pad(AutoModelForSequenceClassification.from_pretrained(name), AutoTokenizer.from_pretrained(name))
+    return model.eval(), tokenizer
+
+
 def ensure_pad(model, tokenizer):
     """GPT-2 style tokenizers ship without a pad token; classification needs one."""
     if tokenizer.pad_token is None:
@@ -106,12 +114,8 @@ def train_teacher(base_model: str, train: TextData, dcfg: DatasetConfig, tcfg: T
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     if tcfg.skip:  # an already fine-tuned classifier: keep its head and labels as they are
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         log.info("teacher.skip: using %s as the teacher without fine-tuning", base_model)
-        model, tokenizer = ensure_pad(AutoModelForSequenceClassification.from_pretrained(base_model),
-                                      AutoTokenizer.from_pretrained(base_model))
-        return model.eval(), tokenizer
+        return load_classifier(base_model)
     num_labels = max(train.labels) + 1
     model, tokenizer = load_for_finetune(base_model, num_labels, dcfg)
     args = TrainingArguments(
