@@ -33,7 +33,7 @@ from .data import load_splits
 from .export import export_onnx
 from .quantization import StepSkipped
 from .registry import chain_tags, check_against_model, get_step
-from .teacher import check_base_model, check_classifier, resolve_base_model, train_teacher
+from .teacher import check_base_model, check_classifier, load_classifier, resolve_base_model, train_teacher
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -206,13 +206,11 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
 
 def _teacher(recipe, base, splits, out_dir, force):
     """Train the teacher or reuse a finished one; the teacher folder is a row too."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     fp = teacher_fingerprint(recipe)
     final = out_dir / "teacher"
     if not force and is_finished(final, fp):
         log.info("teacher: finished earlier, reusing %s", final)
-        return AutoModelForSequenceClassification.from_pretrained(final).eval(), AutoTokenizer.from_pretrained(final)
+        return load_classifier(str(final))
     tmp = out_dir / f".tmp-teacher-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model, tokenizer = train_teacher(base, splits["train"], recipe.dataset, recipe.teacher, tmp / "trainer")
