@@ -126,14 +126,15 @@ def _prepare(onnx_path: Path, work: Path) -> Path:
     return target
 
 
-def _run(onnx_path: Path, qconfig, ranges=None, quantizer=None) -> Path:
+def _run(onnx_path: Path, qconfig, calibrate=None) -> Path:
+    """Quantize ``onnx_path`` in place; ``calibrate(quantizer, work_dir)`` returns static ranges."""
     from optimum.onnxruntime import ORTQuantizer
 
     onnx_path = Path(onnx_path)
     with tempfile.TemporaryDirectory(dir=onnx_path.parent) as tmp:
         tmp = Path(tmp)
-        if quantizer is None:
-            quantizer = ORTQuantizer.from_pretrained(tmp, file_name=_prepare(onnx_path, tmp).name)
+        quantizer = ORTQuantizer.from_pretrained(tmp, file_name=_prepare(onnx_path, tmp).name)
+        ranges = calibrate(quantizer, tmp) if calibrate is not None else None
         out = quantizer.quantize(quantization_config=qconfig, save_dir=tmp / "q", calibration_tensors_range=ranges)
         shutil.move(str(Path(out) / "model_quantized.onnx"), onnx_path)
     return onnx_path
@@ -150,7 +151,6 @@ def quantize_dynamic(onnx_path: Path, cfg: QuantizeDynamicConfig) -> Path:
 def quantize_static(onnx_path: Path, cfg: QuantizeStaticConfig, calibration_inputs: dict[str, list]) -> Path:
     """``calibration_inputs``: tokenized columns named like the graph inputs."""
     from datasets import Dataset
-    from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoCalibrationConfig
 
     operators = list(cfg.operators) if cfg.operators else ["MatMul", "Gather"]
@@ -165,21 +165,14 @@ def quantize_static(onnx_path: Path, cfg: QuantizeStaticConfig, calibration_inpu
     calib_ds = Dataset.from_dict(calibration_inputs)
     calib_cfg = getattr(AutoCalibrationConfig, cfg.method)(calib_ds)
     log.info("ORT static int8 (%s, %s calibration on %d sentences)", preset, cfg.method, len(calib_ds))
-    onnx_path = Path(onnx_path)
-    with tempfile.TemporaryDirectory(dir=onnx_path.parent) as tmp:
-        tmp = Path(tmp)
-        quantizer = ORTQuantizer.from_pretrained(tmp, file_name=_prepare(onnx_path, tmp).name)
+
+    def calibrate(quantizer, tmp):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ranges = quantizer.fit(
-                dataset=calib_ds,
-                calibration_config=calib_cfg,
-                operators_to_quantize=operators,
-                onnx_augmented_model_name=tmp / "augmented.onnx",
-            )
-        out = quantizer.quantize(quantization_config=qconfig, save_dir=tmp / "q", calibration_tensors_range=ranges)
-        shutil.move(str(Path(out) / "model_quantized.onnx"), onnx_path)
-    return onnx_path
+            return quantizer.fit(dataset=calib_ds, calibration_config=calib_cfg, operators_to_quantize=operators,
+                                 onnx_augmented_model_name=tmp / "augmented.onnx")
+
+    return _run(onnx_path, qconfig, calibrate)
 
 
 def torch_dynamic_int8(model):
