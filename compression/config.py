@@ -87,7 +87,9 @@ class TeacherConfig:
 
     Fields: epochs, batch_size, learning_rate, weight_decay, warmup_ratio, seed,
     max_steps (overrides epochs when set), skip (use the base model as-is: it must
-    already be a fine-tuned classifier).
+    already be a fine-tuned classifier), freeze_embeddings (keep the word-embedding
+    table fixed: on 2 CPU cores its gradient and AdamW update are a third of every
+    MiniLM step at SST-2 lengths — 209 -> 141 ms — and fine-tuning barely moves it).
     """
 
     epochs: float = 3.0
@@ -98,6 +100,7 @@ class TeacherConfig:
     seed: int = 42
     max_steps: int | None = None
     skip: bool = False
+    freeze_embeddings: bool = False
 
     def __post_init__(self):
         if self.epochs <= 0 and not self.max_steps:

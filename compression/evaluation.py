@@ -94,9 +94,9 @@ class TorchRunner(Runner):
     fmt = FORMAT_TORCH
 
     def __init__(self, model, tokenizer, threads: int = 1, max_length: int | None = None, model_file: Path | None = None, fmt=FORMAT_TORCH):
-        import torch
-
-        torch.set_num_threads(threads)
+        # Threads are set per forward and restored after: a process-wide
+        # torch.set_num_threads(1) here once left every later KD/QAT run on one core.
+        self.threads = threads
         self.model, self.tokenizer = model.eval(), tokenizer
         self.config = model.config
         self.max_length = usable_length(self.config, max_length, model_file.parent if model_file else None)
@@ -109,8 +109,28 @@ class TorchRunner(Runner):
     def forward(self, enc):
         import torch
 
-        with torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             return self.model(**enc).logits.float().numpy()
+
+
+class torch_threads:
+    """``with torch_threads(n):`` run with n intra-op threads, then restore the previous count."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.before = torch.get_num_threads()
+        if self.n != self.before:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        import torch
+
+        if torch.get_num_threads() != self.before:
+            torch.set_num_threads(self.before)
 
 
 def variant_format(folder: Path) -> str:

@@ -118,6 +118,8 @@ def train_teacher(base_model: str, train: TextData, dcfg: DatasetConfig, tcfg: T
         return load_classifier(base_model)
     num_labels = max(train.labels) + 1
     model, tokenizer = load_for_finetune(base_model, num_labels, dcfg)
+    if tcfg.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     args = TrainingArguments(
         output_dir=str(work_dir),
         num_train_epochs=tcfg.epochs,
