@@ -1,11 +1,12 @@
 """Check a build against the project's targets; prints a table, writes JSON.
 
-    python benchmarks/targets.py variants-quick [--remeasure] [--json out.json]
+    python benchmarks/targets.py variants-full [--remeasure] [--json out.json]
 
---remeasure re-runs `python -m compression evaluate` first so every row
-(teacher included) is measured in the same run on this machine.
-Targets (issues #2 and #3): "Optimum int8" is the int8-dynamic variant, the ORT
-dynamic int8 of the same teacher made through optimum's ORTQuantizer.
+--remeasure re-runs `python -m compression evaluate` first so every row (teacher
+included) is measured in the same run on this machine. "Optimum int8" is the
+int8-dynamic variant: ORT dynamic int8 of the same teacher made through optimum's
+ORTQuantizer with its CPU preset. The CPU and its int8-relevant flags are printed
+and saved with the results: int8 timings depend on them.
 """
 from __future__ import annotations
 
@@ -14,10 +15,43 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import yaml
+
+from compression.evaluation import cpu_name
+
+TEACHER_MIN = 0.905          # issue #9
+TINY_MAX_MB = 4.5            # issue #10: 1/20 of the teacher
+OOD_VOCAB_MAX_LOSS = 0.01    # issue #10: vocab pruning within 1 pt of its parent out of domain
 
 
-def check(rows: dict, recommended: str | None) -> list[dict]:
+def cpu_flags() -> list[str]:
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return []
+    return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f in flags]
+
+
+def _chain(steps) -> tuple:
+    """A variant's chain without `export` (implicit before the first ONNX step) as comparable JSON."""
+    return tuple(json.dumps(s, sort_keys=True) for s in steps if s != "export" and s != {"export": {}})
+
+
+def vocab_parents(recipe: dict) -> dict[str, str]:
+    """vocab-pruned variant -> the variant with the same chain minus vocab_prune."""
+    chains = {name: _chain(steps) for name, steps in recipe["variants"].items()}
+    by_chain = {c: n for n, c in chains.items()}
+    out = {}
+    for name, chain in chains.items():
+        kept = tuple(s for s in chain if not s.startswith(('{"vocab_prune"', '"vocab_prune"')))
+        if kept != chain:
+            parent = by_chain.get(kept) or ("fp32" if not kept else None)
+            if parent:
+                out[name] = parent
+    return out
+
+
+def check(rows: dict, recommended: str | None, parents: dict[str, str] | None = None) -> list[dict]:
     t, opt = rows.get("teacher"), rows.get("int8-dynamic")
     out = []
 
@@ -25,29 +59,37 @@ def check(rows: dict, recommended: str | None) -> list[dict]:
         out.append({"target": name, "met": bool(ok), "detail": detail})
 
     if t:
-        add("teacher >= 90% accuracy", t["accuracy"] >= 0.90, f"{t['accuracy']:.4f}")
+        add(f"teacher >= {TEACHER_MIN:.1%} accuracy", t["accuracy"] >= TEACHER_MIN, f"{t['accuracy']:.4f}")
     if t and opt:
         add("int8-dynamic within 0.5 pt of teacher", t["accuracy"] - opt["accuracy"] <= 0.005,
             f"{(opt['accuracy'] - t['accuracy']) * 100:+.2f} pt")
-        add("int8-dynamic >= 3.5x smaller than teacher", t["size_mb"] / opt["size_mb"] >= 3.5, f"{t['size_mb'] / opt['size_mb']:.2f}x")
-        add("int8-dynamic >= 3.5x faster than teacher (p50)", t["latency_p50_ms"] / opt["latency_p50_ms"] >= 3.5,
-            f"{t['latency_p50_ms'] / opt['latency_p50_ms']:.2f}x")
     rec = rows.get(recommended or "")
     if t and opt and rec:
         add(f"recommended ({recommended}) >= 99% of teacher accuracy", rec["accuracy"] >= 0.99 * t["accuracy"],
             f"{rec['accuracy'] / t['accuracy'] * 100:.1f}%")
-        add("recommended <= 1/2 the size of Optimum int8", rec["size_mb"] <= 0.5 * opt["size_mb"], f"{opt['size_mb'] / rec['size_mb']:.2f}x smaller")
+        add("recommended <= 1/2 the size of Optimum int8", rec["size_mb"] <= 0.5 * opt["size_mb"],
+            f"{rec['size_mb']:.2f} MB, {opt['size_mb'] / rec['size_mb']:.2f}x smaller")
         add("recommended >= 2x Optimum int8 batch-1 speed", opt["latency_p50_ms"] / rec["latency_p50_ms"] >= 2,
             f"{opt['latency_p50_ms'] / rec['latency_p50_ms']:.2f}x faster")
-    tiny = rows.get("distilled-L2-vocab-int8")
+    if opt:
+        beats = [n for n, r in rows.items() if r.get("format") == "onnx" and n != "int8-dynamic"
+                 and r["accuracy"] >= opt["accuracy"] and r["latency_p50_ms"] < opt["latency_p50_ms"] and r["size_mb"] < opt["size_mb"]]
+        add("some variant beats Optimum int8 on accuracy, latency and size at once", beats, ", ".join(beats) or "none")
+    tiny = rows.get("tiny") or rows.get("distilled-L2-vocab-int8")
     if t and tiny:
-        add("tiny <= 1/20 of teacher size", tiny["size_mb"] <= t["size_mb"] / 20, f"{t['size_mb'] / tiny['size_mb']:.1f}x smaller")
+        add(f"tiny ({tiny['variant']}) <= {TINY_MAX_MB} MB", tiny["size_mb"] <= TINY_MAX_MB, f"{tiny['size_mb']:.2f} MB")
         add("tiny >= 95% of teacher accuracy", tiny["accuracy"] >= 0.95 * t["accuracy"], f"{tiny['accuracy'] / t['accuracy'] * 100:.1f}%")
-    sp = rows.get("pruned-heads-ffn-int8") or rows.get("pruned-heads-ffn")
+    sp = rows.get("pruned-heads-ffn") or rows.get("pruned-heads-ffn-int8")
     if t and sp and sp.get("encoder_params"):
         ratio = sp["encoder_params_before"] / sp["encoder_params"]
-        add("structured pruning >= 2x fewer encoder params", ratio >= 2, f"{ratio:.3f}x")
+        add(f"structured pruning ({sp['variant']}) >= 2x fewer encoder params", ratio >= 2, f"{ratio:.3f}x")
         add("structured pruning <= 0.5 pt loss", t["accuracy"] - sp["accuracy"] <= 0.005, f"{(sp['accuracy'] - t['accuracy']) * 100:+.2f} pt")
+    for child, parent in sorted((parents or {}).items()):
+        c, p = rows.get(child), rows.get(parent)
+        if c and p and "ood_balanced_accuracy" in c and "ood_balanced_accuracy" in p:
+            loss = p["ood_balanced_accuracy"] - c["ood_balanced_accuracy"]
+            add(f"{child} within 1 pt of {parent} out of domain (balanced acc.)", loss <= OOD_VOCAB_MAX_LOSS,
+                f"{-loss * 100:+.2f} pt (vocab {c.get('vocab_size', '?')}, OOD coverage {c.get('ood_vocab_coverage', 0):.3f})")
     return out
 
 
@@ -63,15 +105,19 @@ def main() -> int:
 
         evaluate_dir(out)
     summary = json.loads((out / "report.json").read_text())
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     rows = {r["variant"]: r for r in summary["rows"]}
+    machine = {"cpu": cpu_name(), "flags": cpu_flags()}
     print((out / "report.md").read_text())
-    results = check(rows, summary["recommended"])
+    print(f"CPU: {machine['cpu']} ({', '.join(machine['flags']) or 'no AVX2'})\n")
+    results = check(rows, summary["recommended"], vocab_parents(recipe))
     print("| target | met | measured |\n|---|---|---|")
     for r in results:
         print(f"| {r['target']} | {'yes' if r['met'] else 'NO'} | {r['detail']} |")
     path = Path(args.json or out / "targets.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"recommended": summary["recommended"], "targets": results, "rows": summary["rows"]}, indent=2))
+    path.write_text(json.dumps({"machine": machine, "recommended": summary["recommended"], "targets": results,
+                                "rows": summary["rows"]}, indent=2))
     print(f"\nwritten: {path}")
     return 0
 

@@ -118,7 +118,12 @@ class EvalConfig:
     Fields: threads (ORT intra-op and torch threads, fixed so rows compare),
     latency_runs / warmup (batch-1 timing), latency_sentences (distinct sentences
     cycled through), throughput_batch (batch size for throughput),
-    recommend_tolerance (accuracy the recommended variant may give up vs. the teacher).
+    recommend_tolerance (accuracy the recommended variant may give up vs. the teacher),
+    ood_path (a labelled TSV/CSV/JSONL from another domain, evaluated for every variant
+    as a second accuracy column; never trained or tuned on; relative paths as dataset.path),
+    ood_samples (deterministic subset of it; None = all), accuracy_threads (threads for
+    the out-of-domain pass, None = all cores: it is accuracy only, and on thousands of
+    sentences one thread would dominate the build's evaluation time).
     """
 
     threads: int = 1
@@ -127,10 +132,17 @@ class EvalConfig:
     latency_sentences: int = 50
     throughput_batch: int = 32
     recommend_tolerance: float = 0.01
+    ood_path: str | None = None
+    ood_samples: int | None = None
+    accuracy_threads: int | None = None
 
     def __post_init__(self):
         if self.threads < 1 or self.latency_runs < 5 or self.warmup < 0:
             raise ValueError("threads >= 1, latency_runs >= 5 and warmup >= 0 are required")
+        if self.ood_samples is not None and (not isinstance(self.ood_samples, int) or self.ood_samples < 1):
+            raise ValueError(f"ood_samples must be a positive integer or null, got {self.ood_samples!r}")
+        if self.accuracy_threads is not None and self.accuracy_threads < 1:
+            raise ValueError("accuracy_threads must be >= 1 or null")
 
 
 @dataclass(frozen=True)
@@ -195,7 +207,8 @@ class Recipe:
         if version != RECIPE_VERSION:
             raise RecipeError(f"recipe version {version} is not supported (this build reads {RECIPE_VERSION})")
         known = {"version", "name", "base_model", "dataset", "teacher", "evaluation", "variants"}
-        unknown = sorted(set(data) - known)
+        # ``x-*`` keys hold YAML anchors shared by variants (as in docker-compose); they are not sections
+        unknown = sorted(k for k in set(data) - known if not str(k).startswith("x-"))
         if unknown:
             raise RecipeError(f"recipe: unknown section(s) {unknown}; valid sections are {sorted(known)}")
         raw_variants = data.get("variants") or {}

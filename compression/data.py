@@ -135,11 +135,31 @@ def _load_hub(cfg: DatasetConfig) -> dict[str, TextData]:
     return out
 
 
-def load_splits(cfg: DatasetConfig, base_dir: Path | None = None) -> dict[str, TextData]:
-    """Return {"train": TextData, "eval": TextData}, validated and subset per cfg."""
-    path = Path(cfg.path).expanduser()
-    if not path.is_absolute() and base_dir is not None and not path.exists() and (base_dir / path).exists():
-        path = base_dir / path
+def resolve(path: str, base_dir: Path | None = None) -> Path:
+    """A local path as given, else relative to ``base_dir`` (the recipe's folder) when it exists there."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and base_dir is not None and not p.exists() and (base_dir / p).exists():
+        return base_dir / p
+    return p
+
+
+def load_splits(cfg: DatasetConfig, base_dir: Path | None = None, ood_path: str | None = None,
+                ood_samples: int | None = None) -> dict[str, TextData]:
+    """Return {"train": TextData, "eval": TextData} (+ "ood" when ``ood_path`` is given),
+    validated and subset per cfg. The out-of-domain file is for evaluation only."""
+    splits = _load_splits(cfg, base_dir)
+    if ood_path:
+        ood = read_file(resolve(ood_path, base_dir), cfg.text_column, cfg.label_column)
+        num_labels = max(splits["train"].labels) + 1
+        bad = sorted({y for y in ood.labels if not 0 <= y < num_labels})
+        if bad:
+            raise DataError(f"out-of-domain labels {bad[:5]} in {ood_path} are outside 0..{num_labels - 1} seen in training")
+        splits["ood"] = ood.subset(ood_samples, cfg.seed)
+    return splits
+
+
+def _load_splits(cfg: DatasetConfig, base_dir: Path | None = None) -> dict[str, TextData]:
+    path = resolve(cfg.path, base_dir)
     if is_local(cfg.path):
         if path.is_dir():
             train = read_file(_find_split_file(path, cfg.train_split), cfg.text_column, cfg.label_column)

@@ -90,27 +90,35 @@ def spread_layers(n_teacher: int, n_student: int) -> tuple[int, ...]:
 class TrainConfig:
     """KD fine-tuning shared by distillation, pruning recovery and QAT.
 
-    Fields: epochs (float), max_steps (overrides epochs), batch_size, learning_rate,
-    alpha (KD weight vs. cross-entropy), temperature, hidden_weight (TinyBERT MSE
-    weight; 0 disables it and lets cached teacher logits be used), seed,
-    freeze_embeddings (keep the word-embedding table fixed: on CPU the AdamW update
-    of MiniLM's 11.7M-row table costs more than a 3-layer forward/backward, and
-    small KD sets overfit it anyway).
+    Every knob is a field so a recipe can set it and the fingerprint sees it.
     """
 
-    epochs: float = 1.0
-    max_steps: int | None = None
+    epochs: float = 1.0              # passes over the (sub-sampled) training split
+    max_steps: int | None = None     # overrides epochs: fixed-budget recovery runs
     batch_size: int = 32
     learning_rate: float = 1e-4
-    alpha: float = 0.9
-    temperature: float = 2.0
-    hidden_weight: float = 0.0
+    alpha: float = 0.9               # KD weight vs. cross-entropy on the gold labels
+    temperature: float = 2.0         # softens the teacher's distribution (T² keeps gradients comparable)
+    hidden_weight: float = 0.0       # TinyBERT hidden-state MSE; 0 lets cached teacher logits replace teacher forwards
     seed: int = 0
-    freeze_embeddings: bool = True
+    freeze_embeddings: bool = True   # on CPU the 11.7M-row table's update costs more than a 3-layer step
+    train_samples: int | None = None # KD on a deterministic subset: students need signal, not every sub-phrase
+    weight_decay: float = 0.01       # AdamW default of BERT fine-tuning
+    warmup_ratio: float = 0.1        # linear warm-up share of the steps, then linear decay to 0
+    max_grad_norm: float = 1.0       # clipping: KD on fresh students spikes early
+
+    def __post_init__(self):
+        if self.train_samples is not None and self.train_samples < 1:
+            raise ValueError(f"train_samples must be a positive integer or null, got {self.train_samples}")
+        if not 0 <= self.warmup_ratio < 1 or self.max_grad_norm <= 0 or self.weight_decay < 0:
+            raise ValueError("warmup_ratio must be in [0, 1), max_grad_norm > 0 and weight_decay >= 0")
+        if not 0 <= self.alpha <= 1 or self.temperature <= 0:
+            raise ValueError("alpha must be in [0, 1] and temperature > 0")
 
 
 def train_steps(n_examples: int, cfg: TrainConfig) -> int:
-    return cfg.max_steps or max(1, math.ceil(cfg.epochs * n_examples / cfg.batch_size))
+    n = min(n_examples, cfg.train_samples or n_examples)
+    return cfg.max_steps or max(1, math.ceil(cfg.epochs * n / cfg.batch_size))
 
 
 def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits: torch.Tensor | None = None,
@@ -123,17 +131,22 @@ def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits:
     are re-applied there so pruned weights stay exactly zero).
     """
     torch.manual_seed(cfg.seed)
-    enc = tokenizer(data.texts, truncation=True, max_length=max_length)
-    labels = torch.tensor(data.labels)
-    total = train_steps(len(labels), cfg)
     use_hidden = cfg.hidden_weight > 0
     if teacher_logits is None and not use_hidden:
         teacher_logits = teacher_logits_for(teacher, tokenizer, data.texts, max_length)
+    if cfg.train_samples is not None and cfg.train_samples < len(data):
+        idx = sorted(random.Random(cfg.seed).sample(range(len(data)), cfg.train_samples))
+        data = type(data)([data.texts[i] for i in idx], [data.labels[i] for i in idx])
+        teacher_logits = teacher_logits[idx] if teacher_logits is not None else None
+    enc = tokenizer(data.texts, truncation=True, max_length=max_length)
+    labels = torch.tensor(data.labels)
+    total = train_steps(len(labels), cfg)
     if cfg.freeze_embeddings:
         for p in student.get_input_embeddings().parameters():
             p.requires_grad_(False)
-    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, total // 10)) * max(0.0, 1 - s / total))
+    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    warm = max(1, int(total * cfg.warmup_ratio))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1 - s / total))
     batches = _length_grouped_batches([len(ids) for ids in enc["input_ids"]], cfg.batch_size, total, cfg.seed)
     student.train()
     teacher.eval()
@@ -154,7 +167,7 @@ def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits:
             mapping = [0] + [j + 1 for j in (layer_map or range(len(out_s.hidden_states) - 1))]
             loss = loss + cfg.hidden_weight * hidden_mse(list(out_s.hidden_states), list(out_t.hidden_states), mapping, batch["attention_mask"])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.max_grad_norm)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -208,14 +221,13 @@ class DistillConfig(TrainConfig):
     layers: tuple[int, ...] | None = None
 
     def __post_init__(self):
+        super().__post_init__()
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
         if (self.num_layers is None) == (self.layers is None):
             raise ValueError("set exactly one of num_layers or layers")
         if self.num_layers is not None and self.num_layers < 1:
             raise ValueError("num_layers must be >= 1")
-        if not 0 <= self.alpha <= 1 or self.temperature <= 0:
-            raise ValueError("alpha must be in [0, 1] and temperature > 0")
 
 
 def _check(cfg: DistillConfig, model_config) -> None:

@@ -6,6 +6,7 @@ Runners wrap an ORT session or a PyTorch model behind one tiny interface.
 """
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import logging
@@ -205,6 +206,11 @@ def same_prediction(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return eq.all(-1) if eq.ndim > 1 else eq
 
 
+def balanced_accuracy(pred: np.ndarray, y: np.ndarray) -> float:
+    """Mean of the per-class recalls over the classes present in ``y`` (robust to class imbalance)."""
+    return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
+
+
 def quality(logits: np.ndarray, labels, reference: np.ndarray | None = None, multi_label: bool = False) -> dict:
     """accuracy, F1, loss, agreement.
 
@@ -229,7 +235,8 @@ def quality(logits: np.ndarray, labels, reference: np.ndarray | None = None, mul
             tp = np.sum((pred == c) & (y == c))
             denom = np.sum(pred == c) + np.sum(y == c)
             f1s.append(2 * tp / denom if denom else 0.0)
-        out = {"accuracy": float(np.mean(pred == y)), "f1": float(np.mean(f1s)), "loss": float(-logp[np.arange(len(y)), y].mean())}
+        out = {"accuracy": float(np.mean(pred == y)), "f1": float(np.mean(f1s)), "loss": float(-logp[np.arange(len(y)), y].mean()),
+               "balanced_accuracy": balanced_accuracy(pred, y)}
     if reference is not None:
         out["agreement"] = float(np.mean(same_prediction(pred, reference)))
     return out
@@ -263,12 +270,34 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def measure(runner: Runner, texts: list[str], labels: list[int], cfg: EvalConfig, reference=None) -> tuple[dict, np.ndarray]:
-    """All metrics of one runner; returns (metrics, logits)."""
+def with_threads(runner: Runner, threads: int) -> Runner:
+    """The same model on ``threads`` intra-op threads (a new ORT session; torch threads per forward)."""
+    if isinstance(runner, OnnxRunner):
+        return OnnxRunner(runner.folder, threads, runner.max_length, runner.tokenizer)
+    clone = copy.copy(runner)
+    clone.threads = threads
+    return clone
+
+
+def measure(runner: Runner, texts: list[str], labels: list[int], cfg: EvalConfig, reference=None,
+            ood=None, ood_reference=None) -> tuple[dict, np.ndarray, np.ndarray | None]:
+    """All metrics of one runner; returns (metrics, logits, out-of-domain logits or None).
+
+    ``ood`` (TextData) adds ood_accuracy / ood_balanced_accuracy / ood_agreement,
+    measured on ``cfg.accuracy_threads`` threads (all cores by default)."""
     t0 = time.perf_counter()
     logits = runner.logits(texts, cfg.throughput_batch)
     elapsed = time.perf_counter() - t0
-    metrics = quality(logits, labels, reference, is_multi_label(runner.config))
+    multi = is_multi_label(runner.config)
+    metrics = quality(logits, labels, reference, multi)
+    ood_logits = None
+    if ood is not None:
+        fast = with_threads(runner, cfg.accuracy_threads or os.cpu_count() or 1)
+        ood_logits = fast.logits(ood.texts, cfg.throughput_batch)
+        q = quality(ood_logits, ood.labels, ood_reference, multi)
+        metrics.update({f"ood_{k}": v for k, v in q.items() if k in ("accuracy", "balanced_accuracy", "agreement")})
+        metrics["ood_samples"] = len(ood.texts)
+        del fast
     metrics["throughput_per_s"] = len(texts) / elapsed if elapsed > 0 else float("inf")
     metrics.update(latency(runner, texts, cfg))
     metrics["size_mb"], metrics["gzip_mb"] = file_sizes(runner.model_file)
@@ -280,4 +309,4 @@ def measure(runner: Runner, texts: list[str], labels: list[int], cfg: EvalConfig
         cpu_count=os.cpu_count(),
         format=runner.fmt,
     )
-    return metrics, logits
+    return metrics, logits, ood_logits

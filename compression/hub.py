@@ -74,7 +74,7 @@ def describe_step(call: dict) -> str:
 def relation(steps: list[dict]) -> str:
     """Hub base_model_relation: quantized for pure format/precision chains, else finetune."""
     names = [next(iter(s)) for s in steps]
-    return "quantized" if names and set(names) <= {"export", "fp16", "quantize_dynamic", "quantize_static"} else "finetune"
+    return "quantized" if names and set(names) <= {"export", "fp16", "quantize_dynamic", "quantize_static", "quantize_embeddings_4bit", "quantize_weights_4bit"} else "finetune"
 
 
 def build_card(folder: Path, repo_id: str, teacher_repo: str | None, teacher_metrics: dict | None, recommended: bool):

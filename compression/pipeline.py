@@ -150,7 +150,7 @@ def preflight(recipe: Recipe, out_dir: Path, base_dir: Path | None = None, split
     for variant in recipe.variants:
         check_against_model(variant, model_config)
     if splits is None:
-        splits = load_splits(recipe.dataset, base_dir)
+        splits = load_splits(recipe.dataset, base_dir, recipe.evaluation.ood_path, recipe.evaluation.ood_samples)
     return base, splits
 
 
@@ -171,8 +171,7 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
     cfg = recipe.evaluation
 
     teacher, tokenizer = _teacher(recipe, base, splits, out_dir, force)
-    teacher_logits = evaluation.TorchRunner(teacher, tokenizer, cfg.threads, recipe.dataset.max_length).logits(splits["eval"].texts)
-    reference = evaluation.predictions(teacher_logits, evaluation.is_multi_label(teacher.config))
+    reference, ood_reference = _references(teacher, tokenizer, splits, recipe)
     ctx = BuildContext(recipe, out_dir, splits, teacher, tokenizer)
 
     todo = [v for v in recipe.variants if not only or v.name in only]
@@ -194,7 +193,8 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
             continue
         write_variant_files(tmp, spec, recipe, base, fmt, model_config, chain_tokenizer)
         runner = evaluation.load_runner(tmp, cfg.threads, recipe.dataset.max_length)
-        metrics, _ = evaluation.measure(runner, splits["eval"].texts, splits["eval"].labels, cfg, reference)
+        metrics, _, _ = evaluation.measure(runner, splits["eval"].texts, splits["eval"].labels, cfg, reference,
+                                           splits.get("ood"), ood_reference)
         metrics.update(notes)
         metrics.update(variant=spec.name, fingerprint=fp, steps=[c.name for c in spec.steps], tags=chain_tags(spec))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -202,6 +202,16 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
         _publish_atomically(tmp, final)
         log.info("%s: accuracy %.4f, p50 %.2f ms, %.1f MB", spec.name, metrics["accuracy"], metrics["latency_p50_ms"], metrics["size_mb"])
     return report.write_report(out_dir, recipe.evaluation.recommend_tolerance)
+
+
+def _references(teacher, tokenizer, splits, recipe):
+    """The teacher's predictions on the evaluation (and out-of-domain) sentences: what agreement is measured against."""
+    runner = evaluation.TorchRunner(teacher, tokenizer, recipe.evaluation.accuracy_threads or os.cpu_count() or 1,
+                                    recipe.dataset.max_length)
+    multi = evaluation.is_multi_label(teacher.config)
+    ref = evaluation.predictions(runner.logits(splits["eval"].texts), multi)
+    ood = evaluation.predictions(runner.logits(splits["ood"].texts), multi) if "ood" in splits else None
+    return ref, ood
 
 
 def _teacher(recipe, base, splits, out_dir, force):
@@ -221,8 +231,10 @@ def _teacher(recipe, base, splits, out_dir, force):
     (tmp / "compression_config.json").write_text(json.dumps(cc, indent=2))
     cfg = recipe.evaluation
     runner = evaluation.TorchRunner(model, tokenizer, cfg.threads, recipe.dataset.max_length, tmp / "model.safetensors")
-    metrics, _ = evaluation.measure(runner, splits["eval"].texts, splits["eval"].labels, cfg)
+    metrics, _, _ = evaluation.measure(runner, splits["eval"].texts, splits["eval"].labels, cfg, ood=splits.get("ood"))
     metrics.update(variant="teacher", fingerprint=fp, agreement=1.0, steps=[], tags=["pytorch", "fp32"])
+    if "ood" in splits:
+        metrics["ood_agreement"] = 1.0
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _publish_atomically(tmp, final)
     log.info("teacher: accuracy %.4f", metrics["accuracy"])
@@ -301,18 +313,23 @@ def evaluate_dir(out_dir: str | Path, base_dir: Path | None = None) -> dict:
     if not recipe_path.is_file():
         raise BuildError(f"{out_dir}: no recipe.yaml; this is not a build output folder")
     recipe = load_recipe(recipe_path)
-    splits = load_splits(recipe.dataset, base_dir)
     cfg = recipe.evaluation
+    splits = load_splits(recipe.dataset, base_dir, cfg.ood_path, cfg.ood_samples)
     folders = [f for f in sorted(out_dir.iterdir()) if f.is_dir() and (f / "metrics.json").is_file() and not f.name.startswith(".")]
     folders.sort(key=lambda f: f.name != "teacher")
-    reference = None
+    reference = ood_reference = None
     for folder in tqdm(folders, desc="evaluate", unit="variant"):
         old = json.loads((folder / "metrics.json").read_text())
         runner = evaluation.load_runner(folder, cfg.threads, recipe.dataset.max_length)
-        metrics, logits = evaluation.measure(runner, splits["eval"].texts, splits["eval"].labels, cfg, reference)
+        metrics, logits, ood_logits = evaluation.measure(runner, splits["eval"].texts, splits["eval"].labels, cfg, reference,
+                                                         splits.get("ood"), ood_reference)
         if folder.name == "teacher":
-            reference = evaluation.predictions(logits, evaluation.is_multi_label(runner.config))
+            multi = evaluation.is_multi_label(runner.config)
+            reference = evaluation.predictions(logits, multi)
             metrics["agreement"] = 1.0
+            if ood_logits is not None:
+                ood_reference = evaluation.predictions(ood_logits, multi)
+                metrics["ood_agreement"] = 1.0
         for key, value in old.items():  # keep build-time facts (steps, notes) not re-measured
             metrics.setdefault(key, value)
         tmp = folder / ".metrics.json.tmp"

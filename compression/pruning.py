@@ -57,6 +57,7 @@ class UnstructuredPruneConfig(TrainConfig):
     recovery: bool = True
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0 <= self.amount < 1:
             raise ValueError(f"amount must be in [0, 1), got {self.amount}")
         if self.method not in ("l1", "random") or self.scope not in ("layer", "global"):
@@ -193,6 +194,7 @@ class StructuredPruneConfig(TrainConfig):
     recovery: bool = True
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0 <= self.heads_fraction < 1 or not 0 <= self.ffn_fraction < 1:
             raise ValueError("heads_fraction and ffn_fraction must be in [0, 1)")
         if self.heads is not None:

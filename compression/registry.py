@@ -34,7 +34,7 @@ class Step:
 
 
 _STEPS: dict[str, Step] = {}
-_BUILTIN_MODULES = ("export", "quantization", "distillation", "pruning", "vocab", "qat")
+_BUILTIN_MODULES = ("export", "quantization", "lowbit", "distillation", "pruning", "vocab", "qat")
 
 
 def register_step(name: str, config_cls: type, stage: str, tags: tuple[str, ...] = (), check=None):

@@ -27,15 +27,27 @@ WORDPIECE_MODELS = ("bert", "distilbert", "electra")
 class VocabPruneConfig:
     """Fields:
         corpus: ``train`` (the recipe's training split) or a local text file (one text per line).
-        min_count: keep pieces seen at least this often.
+        min_count: keep corpus pieces seen at least this often.
+        general_words: also keep the pieces of the N most frequent words of ``language``
+            (wordfreq's offline lists). A vocabulary cut to one corpus holds its test set but
+            loses other text: SST-2's pieces keep 82.9% of airline-tweet tokens, +20k English
+            words 92.4%. 0 keeps the corpus only.
+        language: wordfreq language code for ``general_words``.
+        keep_chars: keep every single-character piece (``a``, ``##a``, ...), so a word whose
+            pieces were dropped is spelled out in characters instead of becoming [UNK].
     """
 
     corpus: str = "train"
     min_count: int = 1
+    general_words: int = 20000
+    language: str = "en"
+    keep_chars: bool = True
 
     def __post_init__(self):
         if self.min_count < 1:
             raise ValueError("min_count must be >= 1")
+        if self.general_words < 0:
+            raise ValueError("general_words must be >= 0")
 
 
 def _check(cfg: VocabPruneConfig, config) -> None:
@@ -45,10 +57,26 @@ def _check(cfg: VocabPruneConfig, config) -> None:
         raise ValueError(f"corpus file not found: {cfg.corpus}")
 
 
-def kept_ids(tokenizer, texts: list[str], min_count: int = 1) -> list[int]:
+def kept_ids(tokenizer, texts: list[str], min_count: int = 1, general_words: int = 0, language: str = "en",
+             keep_chars: bool = False) -> list[int]:
+    """Ids to keep: corpus pieces seen ``min_count`` times, the pieces of the top
+    ``general_words`` words, single characters (``keep_chars``) and the special tokens."""
     counts = Counter(i for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] for i in ids)
     keep = {i for i, c in counts.items() if c >= min_count} | set(tokenizer.all_special_ids)
+    if general_words:
+        import wordfreq
+
+        words = wordfreq.top_n_list(language, general_words)
+        keep |= {i for ids in tokenizer(words, add_special_tokens=False)["input_ids"] for i in ids}
+    if keep_chars:
+        keep |= {i for tok, i in tokenizer.get_vocab().items() if len(tok.removeprefix("##")) == 1}
     return sorted(keep)
+
+
+def unk_rate(tokenizer, texts: list[str]) -> float:
+    """Share of tokens that are [UNK] when ``tokenizer`` encodes ``texts``."""
+    ids = [i for seq in tokenizer(texts, add_special_tokens=False)["input_ids"] for i in seq]
+    return sum(i == tokenizer.unk_token_id for i in ids) / max(1, len(ids))
 
 
 def coverage(tokenizer, keep: list[int], texts: list[str]) -> float:
@@ -97,7 +125,7 @@ def prune_embeddings(model, keep: list[int], pad_id: int | None):
 
 
 def prune_vocab(model, tokenizer, texts: list[str], cfg: VocabPruneConfig):
-    keep = kept_ids(tokenizer, texts, cfg.min_count)
+    keep = kept_ids(tokenizer, texts, cfg.min_count, cfg.general_words, cfg.language, cfg.keep_chars)
     new_tok = prune_tokenizer(tokenizer, keep)
     model = prune_embeddings(model, keep, new_tok.pad_token_id)
     log.info("vocabulary pruned: %d -> %d word pieces", len(tokenizer), len(keep))
@@ -113,4 +141,8 @@ def _vocab_step(state, cfg, ctx):
     state.model, state.tokenizer, keep = prune_vocab(state.model, old_tok, texts, cfg)
     state.notes["vocab_size"] = len(keep)
     state.notes["vocab_coverage"] = coverage(old_tok, keep, ctx.splits["eval"].texts)
+    state.notes["vocab_unk_rate"] = unk_rate(state.tokenizer, ctx.splits["eval"].texts)
+    if "ood" in ctx.splits:  # measured, never used to choose the vocabulary
+        state.notes["ood_vocab_coverage"] = coverage(old_tok, keep, ctx.splits["ood"].texts)
+        state.notes["ood_vocab_unk_rate"] = unk_rate(state.tokenizer, ctx.splits["ood"].texts)
     return state
