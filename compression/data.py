@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DatasetConfig
+from .errors import DataError
 
 log = logging.getLogger(__name__)
-LOCAL_SUFFIXES = (".tsv", ".csv", ".jsonl", ".json")
-
-
-class DataError(ValueError):
-    """The dataset is missing or malformed; the message names the fix."""
+LOCAL_SUFFIXES = (".tsv", ".csv", ".jsonl", ".json", ".txt")
 
 
 @dataclass
@@ -41,49 +38,70 @@ def is_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or Path(path).suffix in LOCAL_SUFFIXES or Path(path).exists()
 
 
-def read_file(path: str | Path, text_column: str, label_column: str | None, require_labels: bool = True) -> TextData:
-    """Read one TSV/CSV/JSONL file. TSV is read without quote handling (GLUE style)."""
+def _delimiter(path: Path, first_line: str) -> str:
+    if path.suffix == ".tsv" or (path.suffix != ".csv" and "\t" in first_line):
+        return "\t"
+    return ","
+
+
+def read_file(path: str | Path, text_column: str | tuple[str, ...], label_column: str | None,
+              require_labels: bool = True) -> TextData:
+    """Read one TSV/CSV/JSONL file: the one tabular reader (build, optimize, compare, the app).
+
+    ``text_column`` may list candidates (``("sentence", "text")``): the first present is used.
+    TSV is read without quote handling (GLUE style); a .txt/.csv with tabs in its header is
+    read as TSV. Blank texts are skipped; a row with a different field count is an error."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"dataset file not found: {path}")
-    if path.suffix in (".jsonl", ".json"):
-        rows = []
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{path}:{n}: not valid JSON Lines ({exc.msg})") from None
-        columns = sorted(rows[0]) if rows else []
-    else:
-        with path.open(encoding="utf-8", newline="") as f:
-            if path.suffix == ".tsv":
-                reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            else:
-                reader = csv.DictReader(f)
-            try:
-                rows = list(reader)
-            except csv.Error as exc:
-                raise DataError(f"{path}: malformed {path.suffix[1:].upper()} ({exc})") from None
-            columns = reader.fieldnames or []
+    try:
+        if path.suffix in (".jsonl", ".json"):
+            rows = []
+            with path.open(encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as exc:
+                            raise DataError(f"{path}:{n}: not valid JSON Lines ({exc.msg})") from None
+            columns = sorted(rows[0]) if rows else []
+        else:
+            with path.open(encoding="utf-8", newline="") as f:
+                delim = _delimiter(path, f.readline())
+                f.seek(0)
+                quoting = csv.QUOTE_NONE if delim == "\t" else csv.QUOTE_MINIMAL
+                reader = csv.DictReader(f, delimiter=delim, quoting=quoting, strict=True)
+                try:
+                    rows = list(reader)
+                except csv.Error as exc:
+                    raise DataError(f"{path}: malformed {'TSV' if delim == chr(9) else 'CSV'} ({exc})") from None
+                columns = reader.fieldnames or []
+            for n, row in enumerate(rows, 2):  # DictReader: extra fields go under None, missing ones are None
+                got = sum(k is not None and v is not None for k, v in row.items()) + len(row.get(None) or [])
+                if got != len(columns):
+                    raise DataError(f"{path}:{n}: {got} field(s), the header has {len(columns)}")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
     if not rows:
         raise DataError(f"{path}: no rows")
-    if text_column not in columns:
-        raise DataError(f"{path}: no text column {text_column!r}; columns are {columns} (set dataset.text_column)")
-    has_labels = label_column is not None and label_column in columns
-    if require_labels and not has_labels:
-        raise DataError(f"{path}: no label column {label_column!r}; columns are {columns} (set dataset.label_column)")
+    candidates = (text_column,) if isinstance(text_column, str) else tuple(text_column)
+    lowered = {str(c).strip().lower(): c for c in columns}
+    text_key = next((lowered[c.lower()] for c in candidates if c.lower() in lowered), None)
+    if text_key is None:
+        raise DataError(f"{path}: no text column {' or '.join(map(repr, candidates))}; columns are {columns} (set the text column)")
+    label_key = lowered.get(label_column.lower()) if label_column else None
+    if require_labels and label_key is None:
+        raise DataError(f"{path}: no label column {label_column!r}; columns are {columns} (set the label column)")
     texts, labels = [], []
     for n, row in enumerate(rows, 2):
-        text = row.get(text_column)
+        text = row.get(text_key)
         if text is None or not str(text).strip():
             continue  # blank lines carry nothing to learn or measure
         texts.append(str(text))
-        if has_labels:
-            labels.append(_parse_label(row.get(label_column), path, n))
+        if label_key is not None:
+            labels.append(_parse_label(row.get(label_key), path, n))
     log.info("read %d rows from %s", len(texts), path)
-    return TextData(texts, labels if has_labels else None)
+    return TextData(texts, labels if label_key is not None else None)
 
 
 def _parse_label(value, path, line):
@@ -144,18 +162,29 @@ def resolve(path: str, base_dir: Path | None = None) -> Path:
 
 
 def load_splits(cfg: DatasetConfig, base_dir: Path | None = None, ood_path: str | None = None,
-                ood_samples: int | None = None) -> dict[str, TextData]:
+                ood_samples: int | None = None, num_labels: int | None = None) -> dict[str, TextData]:
     """Return {"train": TextData, "eval": TextData} (+ "ood" when ``ood_path`` is given),
-    validated and subset per cfg. The out-of-domain file is for evaluation only."""
+    validated and subset per cfg. The out-of-domain file is for evaluation only.
+
+    ``num_labels``: the classes of an already fine-tuned model (teacher.skip); labels must
+    lie in 0..num_labels-1. Without it the training labels define the classes and must
+    all be present, since a teacher will be fine-tuned on them."""
     splits = _load_splits(cfg, base_dir)
-    if ood_path:
-        ood = read_file(resolve(ood_path, base_dir), cfg.text_column, cfg.label_column)
+    if num_labels is None:
+        check_labels(splits["train"].labels, cfg)
         num_labels = max(splits["train"].labels) + 1
-        bad = sorted({y for y in ood.labels if not 0 <= y < num_labels})
+    if ood_path:
+        splits["ood"] = read_file(resolve(ood_path, base_dir), cfg.text_column, cfg.label_column)
+    for key, data in splits.items():
+        flat = [v for y in data.labels for v in (y if isinstance(y, list) else [y])]
+        multi = any(isinstance(y, list) for y in data.labels)
+        bad = sorted({y for y in flat if not (0 <= y <= 1 if multi else 0 <= y < num_labels)})
         if bad:
-            raise DataError(f"out-of-domain labels {bad[:5]} in {ood_path} are outside 0..{num_labels - 1} seen in training")
-        splits["ood"] = ood.subset(ood_samples, cfg.seed)
-    return splits
+            raise DataError(f"{key} labels {bad[:5]} are outside 0..{num_labels - 1}, the classes of this classifier")
+    out = {"train": splits["train"].subset(cfg.train_samples, cfg.seed), "eval": splits["eval"].subset(cfg.eval_samples, cfg.seed)}
+    if "ood" in splits:
+        out["ood"] = splits["ood"].subset(ood_samples, cfg.seed)
+    return out
 
 
 def _load_splits(cfg: DatasetConfig, base_dir: Path | None = None) -> dict[str, TextData]:
@@ -167,7 +196,7 @@ def _load_splits(cfg: DatasetConfig, base_dir: Path | None = None) -> dict[str, 
         elif path.is_file():
             train = read_file(path, cfg.text_column, cfg.label_column)
             if cfg.eval_path:
-                ev = read_file(cfg.eval_path, cfg.text_column, cfg.label_column)
+                ev = read_file(resolve(cfg.eval_path, base_dir), cfg.text_column, cfg.label_column)
             else:  # one file: hold out 10% deterministically for evaluation
                 idx = list(range(len(train)))
                 random.Random(cfg.seed).shuffle(idx)
@@ -179,15 +208,7 @@ def _load_splits(cfg: DatasetConfig, base_dir: Path | None = None) -> dict[str, 
         splits = {"train": train, "eval": ev}
     else:
         splits = _load_hub(cfg)
-    check_labels(splits["train"].labels, cfg)
-    num_labels = max(splits["train"].labels) + 1
-    bad = sorted({y for y in splits["eval"].labels if not 0 <= y < num_labels})
-    if bad:
-        raise DataError(f"evaluation labels {bad[:5]} are outside 0..{num_labels - 1} seen in training")
-    return {
-        "train": splits["train"].subset(cfg.train_samples, cfg.seed),
-        "eval": splits["eval"].subset(cfg.eval_samples, cfg.seed),
-    }
+    return splits
 
 
 def check_labels(labels: list[int], cfg: DatasetConfig) -> None:
@@ -200,6 +221,7 @@ def check_labels(labels: list[int], cfg: DatasetConfig) -> None:
         raise DataError(f"dataset.label_names has {len(cfg.label_names)} names but the data has {len(present)} classes")
 
 
-def label_maps(cfg: DatasetConfig, num_labels: int) -> tuple[dict[int, str], dict[str, int]]:
+def label_names(cfg: DatasetConfig, num_labels: int) -> dict[int, str]:
+    """id2label for the teacher: the recipe's names, else LABEL_i."""
     names = list(cfg.label_names) if cfg.label_names else [f"LABEL_{i}" for i in range(num_labels)]
-    return dict(enumerate(names)), {n: i for i, n in enumerate(names)}
+    return dict(enumerate(names))

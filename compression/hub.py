@@ -10,44 +10,43 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from .evaluation import FORMAT_ONNX, FORMAT_TORCH, MODEL_FILES, variant_format
-from .registry import get_step
+from . import artifacts
+from . import steps as _steps  # noqa: F401  (registers the steps whose docs and relations cards use)
+from .errors import AuthError, PublishError
+from .registry import chain_relation, get_step
+from .runtime import FORMAT_ONNX, FORMAT_TORCH
 
 log = logging.getLogger(__name__)
 TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
-REQUIRED = ("config.json", "compression_config.json", "metrics.json")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+REQUIRED = ("config.json", artifacts.CONFIG, artifacts.METRICS, "tokenizer.json")
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_URL = os.environ.get("BCS_PROJECT_URL")  # where the cards link to the source; none by default
+PUBLISHABLE = (FORMAT_ONNX, FORMAT_TORCH)        # formats from_pretrained loads; torch int8 is a local reference row
 
 
-class PublishError(RuntimeError):
-    """Publishing failed; the message says what was and wasn't published."""
-
-
-class AuthError(PublishError):
-    pass
+def publishable(folder: Path) -> bool:
+    return artifacts.variant_format(folder) in PUBLISHABLE
 
 
 def plan(variants_dir: Path) -> list[Path]:
     """Variant folders to publish, each checked complete before anything is uploaded."""
     variants_dir = Path(variants_dir)
-    if not (variants_dir / "report.json").is_file():
-        raise PublishError(f"{variants_dir}: no report.json; run `python -m compression build` first")
+    if not (variants_dir / artifacts.REPORT).is_file():
+        raise PublishError(f"{variants_dir}: no {artifacts.REPORT}; build the variants first")
     folders, problems = [], []
     for folder in sorted(p for p in variants_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        fmt = variant_format(folder)
-        if fmt not in (FORMAT_ONNX, FORMAT_TORCH):
+        fmt = artifacts.variant_format(folder)
+        if fmt not in PUBLISHABLE:
             log.info("skipping %s: %s variants are a local reference row, not a loadable model", folder.name, fmt)
             continue
-        missing = [f for f in REQUIRED + (MODEL_FILES[fmt],) if not (folder / f).is_file()]
-        if not any((folder / f).is_file() for f in TOKENIZER_FILES):
-            missing.append("tokenizer.json")
+        missing = [f for f in REQUIRED + (artifacts.MODEL_FILES[fmt],) if not (folder / f).is_file()]
         if missing:
             problems.append(f"{folder.name}: missing {', '.join(missing)}")
         folders.append(folder)
@@ -71,21 +70,17 @@ def describe_step(call: dict) -> str:
     return f"`{name}`{f' ({opts})' if opts else ''}: {doc}"
 
 
-def relation(steps: list[dict]) -> str:
-    """Hub base_model_relation: quantized for pure format/precision chains, else finetune."""
-    names = [next(iter(s)) for s in steps]
-    return "quantized" if names and set(names) <= {"export", "fp16", "quantize_dynamic", "quantize_static", "quantize_embeddings_4bit", "quantize_weights_4bit"} else "finetune"
-
-
 def build_card(folder: Path, repo_id: str, teacher_repo: str | None, teacher_metrics: dict | None, recommended: bool):
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    m = json.loads((folder / "metrics.json").read_text())
-    cc = json.loads((folder / "compression_config.json").read_text())
-    is_teacher = folder.name == "teacher"
-    onnx = variant_format(folder) == FORMAT_ONNX
+    m = artifacts.read_metrics(folder)
+    cc = artifacts.read_config(folder)
+    is_teacher = folder.name == artifacts.TEACHER
+    onnx = artifacts.variant_format(folder) == FORMAT_ONNX
     base = base_model_id(cc.get("base_model")) if is_teacher else (teacher_repo or base_model_id(cc.get("base_model")))
+    # the format tag comes from what the repo holds, not the chain: distilled/pruned chains ship model.onnx too
     tags = ["text-classification", "sentiment-analysis", "bert-compression-studio"] + list(m.get("tags") or [])
+    tags += ["onnx"] if onnx else ["pytorch", "safetensors"]
     data = ModelCardData(
         language="en", license="apache-2.0", library_name="onnx" if onnx else "transformers",
         pipeline_tag="text-classification", base_model=base,
@@ -97,10 +92,13 @@ def build_card(folder: Path, repo_id: str, teacher_repo: str | None, teacher_met
             EvalResult(task_type="text-classification", task_name="Sentiment classification", dataset_type="nyu-mll/glue",
                        dataset_name="GLUE SST-2", dataset_config="sst2", dataset_split="validation",
                        metric_type="f1", metric_value=round(m["f1"], 4)),
-        ],
+        ] + ([EvalResult(task_type="text-classification", task_name="Sentiment classification (out of domain)",
+                         dataset_type="twitter-us-airline-sentiment", dataset_name="Twitter US Airline Sentiment (positive/negative)",
+                         dataset_split="test", metric_type="accuracy", metric_value=round(m["ood_accuracy"], 4))]
+             if "ood_accuracy" in m else []),
     )
     if base:
-        data.base_model_relation = "finetune" if is_teacher else relation(cc["steps"])
+        data.base_model_relation = "finetune" if is_teacher else chain_relation([next(iter(c)) for c in cc["steps"]])
     if onnx:
         snippet = (f'from optimum.onnxruntime import ORTModelForSequenceClassification\nfrom transformers import AutoTokenizer, pipeline\n\n'
                    f'model = ORTModelForSequenceClassification.from_pretrained("{repo_id}")\n'
@@ -114,14 +112,15 @@ def build_card(folder: Path, repo_id: str, teacher_repo: str | None, teacher_met
     fmt = lambda key, f: (f.format(t[key]) if key in t else "")  # noqa: E731
     tview = {"accuracy_s": fmt("accuracy", "{:.4f}"), "f1_s": fmt("f1", "{:.4f}"), "size_s": fmt("size_mb", "{:.2f}"),
              "gzip_s": fmt("gzip_mb", "{:.2f}"), "params_s": fmt("params", "{:,}"), "throughput_s": fmt("throughput_per_s", "{:.0f}"),
-             "latency_s": (f"{t['latency_p50_ms']:.2f} / {t['latency_p95_ms']:.2f}" if t else "")}
+             "latency_s": (f"{t['latency_p50_ms']:.2f} / {t['latency_p95_ms']:.2f}" if t else ""),
+             "ood_s": (f"{t['ood_accuracy']:.4f} / {t['ood_balanced_accuracy']:.4f}" if "ood_accuracy" in t else "")}
     steps = [describe_step(s) for s in cc["steps"]] or ["fine-tuned on SST-2 with transformers' Trainer (this is the teacher)"]
     summary = ("the fp32 PyTorch teacher" if is_teacher else " → ".join(next(iter(s)) for s in cc["steps"]))
     return ModelCard.from_template(
         data, template_str=TEMPLATE.read_text(), repo_name=repo_id.split("/")[-1], variant=folder.name, summary=summary,
         teacher_repo=None if is_teacher else teacher_repo, base_model=base_model_id(cc.get("base_model")) or cc.get("base_model"),
         recommended=recommended, steps=steps, m=m, t=tview, snippet=snippet, onnx=onnx, mobile=(folder / "model.ort").is_file(),
-        runtime="ONNX Runtime" if onnx else "PyTorch",
+        runtime="ONNX Runtime" if onnx else "PyTorch", project_url=PROJECT_URL,
     )
 
 
@@ -153,10 +152,9 @@ def publish(variants_dir, namespace: str, prefix: str = "minilm-sst2", private: 
 
     variants_dir = Path(variants_dir)
     folders = plan(variants_dir)
-    report = json.loads((variants_dir / "report.json").read_text())
+    report = artifacts.read_json(variants_dir / artifacts.REPORT)
     recommended = report.get("recommended")
-    teacher_dir = variants_dir / "teacher"
-    teacher_metrics = json.loads((teacher_dir / "metrics.json").read_text()) if teacher_dir.is_dir() else None
+    teacher_metrics = artifacts.read_metrics(variants_dir / artifacts.TEACHER)
     repos = {f.name: f"{namespace}/{prefix}-{f.name}" for f in folders}
     teacher_repo = repos.get("teacher")
     api = HfApi(token=token)
@@ -199,29 +197,41 @@ def make_collection(api, namespace, prefix, repos, recommended, private) -> str:
     return col.slug
 
 
+# What the Space runs: the app and the serving side of the package, nothing that imports torch.
+SERVING_MODULES = ("__init__.py", "errors.py", "config.py", "data.py", "runtime.py", "metrics.py", "artifacts.py", "report.py",
+                   "serving.py")
+
+
+def stage_space(stage: Path, repo_ids: list[str]) -> None:
+    """Write the Space's files into ``stage``: app.py, the serving modules, the lean requirements, README."""
+    import yaml
+
+    shutil.copy(REPO_ROOT / "app.py", stage / "app.py")
+    shutil.copy(REPO_ROOT / "space_config" / "requirements.txt", stage / "requirements.txt")
+    (stage / "compression").mkdir()
+    for module in SERVING_MODULES:
+        shutil.copy(REPO_ROOT / "compression" / module, stage / "compression" / module)
+    (stage / "space_config").mkdir()
+    text = (REPO_ROOT / "space_config" / "README.md").read_text()
+    _, header, body = text.split("---", 2)
+    meta = yaml.safe_load(header)
+    meta["models"] = list(repo_ids)
+    (stage / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---" + body)
+    (stage / "space_config" / "hub_repos.txt").write_text("\n".join(repo_ids) + "\n")
+
+
 def publish_space(namespace: str, repo_ids: list[str], name: str = "bert-compression-studio", private: bool = False,
                   token: str | None = None) -> str:
-    """Create/update a Gradio Space from app.py, requirements.txt, compression/ and space_config/."""
+    """Create/update a Gradio Space: app.py, the serving modules, serving-only requirements, the README card."""
     from huggingface_hub import HfApi
 
     if not repo_ids:
-        raise PublishError("no published variant repos given: run `python -m compression publish` first")
-    import yaml
-
+        raise PublishError("no published variant repos given: publish the variants first")
     api = HfApi(token=token)
     space_id = f"{namespace}/{name}"
     with tempfile.TemporaryDirectory() as staging:
         stage = Path(staging)
-        shutil.copy(REPO_ROOT / "app.py", stage / "app.py")
-        shutil.copy(REPO_ROOT / "requirements.txt", stage / "requirements.txt")
-        shutil.copytree(REPO_ROOT / "compression", stage / "compression", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(REPO_ROOT / "space_config", stage / "space_config", ignore=shutil.ignore_patterns("README.md"))
-        text = (REPO_ROOT / "space_config" / "README.md").read_text()
-        _, header, body = text.split("---", 2)
-        meta = yaml.safe_load(header)
-        meta["models"] = list(repo_ids)
-        (stage / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---" + body)
-        (stage / "space_config" / "hub_repos.txt").write_text("\n".join(repo_ids) + "\n")
+        stage_space(stage, repo_ids)
         try:
             api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
             api.upload_folder(repo_id=space_id, repo_type="space", folder_path=stage, commit_message="Deploy the studio app")

@@ -13,6 +13,9 @@ import json
 import logging
 from pathlib import Path
 
+from .artifacts import REPORT, TEACHER, load_rows
+from .errors import BuildError
+
 log = logging.getLogger(__name__)
 COLUMNS = [
     ("variant", "variant", "{}"),
@@ -48,7 +51,7 @@ SPEED_TIE = 1.05  # p50 latencies within 5% are run-to-run noise on a shared CPU
 
 def recommend(rows: list[dict], teacher_accuracy: float | None, tolerance: float = 0.01) -> str | None:
     front = set(pareto_front(rows))
-    candidates = [r for r in rows if r["variant"] in front and r.get("format", "onnx") == "onnx" and r["variant"] != "teacher"]
+    candidates = [r for r in rows if r["variant"] in front and r.get("format", "onnx") == "onnx" and r["variant"] != TEACHER]
     if not candidates:
         return None
     if teacher_accuracy is not None:
@@ -58,17 +61,6 @@ def recommend(rows: list[dict], teacher_accuracy: float | None, tolerance: float
             tied = [r for r in close if r["latency_p50_ms"] <= fastest * SPEED_TIE]
             return min(tied, key=lambda r: (r["size_mb"], r["latency_p50_ms"]))["variant"]
     return max(candidates, key=lambda r: r["accuracy"])["variant"]
-
-
-def load_rows(out_dir: Path) -> list[dict]:
-    """metrics.json of the teacher and every finished variant, teacher first."""
-    rows = []
-    for folder in sorted(Path(out_dir).iterdir()):
-        m = folder / "metrics.json"
-        if folder.is_dir() and not folder.name.startswith(".") and m.is_file():
-            rows.append(json.loads(m.read_text()))
-    rows.sort(key=lambda r: (r["variant"] != "teacher", r["variant"]))
-    return rows
 
 
 def _fmt(row, key, fmt):
@@ -81,8 +73,8 @@ def write_report(out_dir: Path, tolerance: float = 0.01) -> dict:
     out_dir = Path(out_dir)
     rows = load_rows(out_dir)
     if not rows:
-        raise ValueError(f"{out_dir}: no metrics.json found; run `python -m compression build` first")
-    teacher = next((r for r in rows if r["variant"] == "teacher"), None)
+        raise BuildError(f"{out_dir}: no measured variants (metrics.json); build first")
+    teacher = next((r for r in rows if r["variant"] == TEACHER), None)
     front = pareto_front(rows)
     best = recommend(rows, teacher["accuracy"] if teacher else None, tolerance)
     for r in rows:
@@ -103,8 +95,10 @@ def write_report(out_dir: Path, tolerance: float = 0.01) -> dict:
         f"# Evaluation report: {out_dir.name}",
         "",
         f"Measured on {rows[0].get('cpu', '?')} with {rows[0].get('threads', '?')} thread(s); "
-        f"{rows[0].get('eval_samples', '?')} evaluation sentences; latency is batch 1, model only "
-        "(tokenization excluded), after warm-up. Ratios are against the PyTorch fp32 teacher.",
+        f"{rows[0].get('eval_samples', '?')} evaluation sentences ({rows[0].get('eval_data', '?')}); latency is batch 1, "
+        "model only (tokenization excluded), after warm-up. Ratios are against the PyTorch fp32 teacher."
+        + (f" OOD: accuracy and balanced accuracy on {rows[0]['ood_samples']} out-of-domain sentences, never trained on."
+           if rows[0].get("ood_samples") else ""),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -129,7 +123,7 @@ def write_report(out_dir: Path, tolerance: float = 0.01) -> dict:
     (out_dir / "report.md").write_text("\n".join(lines))
     plot_pareto(rows, out_dir / "pareto.png")
     summary = {"rows": rows, "pareto": front, "recommended": best}
-    (out_dir / "report.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / REPORT).write_text(json.dumps(summary, indent=2))
     log.info("report written to %s (recommended: %s)", out_dir / "report.md", best)
     return summary
 

@@ -1,31 +1,34 @@
-"""What the app serves: every ONNX variant loaded once, and pure functions over them.
+"""What the app serves: a family of variants loaded once, and pure functions over it.
 
-Kept free of Gradio so it is testable on its own and reusable behind any server.
-A variant that fails to load is kept in ``unavailable`` with the reason; the
-rest keep working.
+Free of Gradio (testable alone, reusable behind any server) and of torch/transformers:
+it imports only the runtime, metrics and artifacts modules, so the Space installs
+onnxruntime + tokenizers and nothing of the build. Every number the Compare tab shows
+comes from each variant's own metrics.json, so a local folder and the Space built from
+the published repos show the same table. A variant that fails to load is listed with
+the reason; PyTorch reference rows are listed as references, not as failures.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import os
-import statistics
-import time
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .evaluation import OnnxRunner, is_multi_label, predictions, same_prediction, variant_format
+from . import artifacts
+from .data import read_file
+from .metrics import predictions, same_prediction, softmax
+from .report import recommend as recommend_row
+from .runtime import FORMAT_ONNX, OnnxRunner, id2label, is_multi_label, time_forward, timed_logits
 
 log = logging.getLogger(__name__)
 MAX_CHARS = 2000        # longer input is cut (the tokenizer keeps 128 tokens anyway)
 MAX_BATCH_ROWS = 500    # batch tab cap: beyond this the demo would hog a shared CPU
-TIMING_RUNS = 5
 REFERENCE = "fp32"      # the fp32 teacher exported to ONNX: identical predictions to PyTorch
+HUB_FILES = ["*.json", "*.txt", "model.onnx"]  # what the app needs from a variant repo (not model.ort, not README)
 
 
 @dataclass
@@ -38,11 +41,15 @@ class Variant:
 
 
 @dataclass
-class Studio:
+class VariantFamily:
+    """The served variants, those that could not be served (name -> reason), and every row's metrics."""
+
     variants: dict[str, Variant] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
-    report_rows: list[dict] = field(default_factory=list)
-    pareto_png: Path | None = None
+    references: dict[str, str] = field(default_factory=dict)  # measured rows that are not served (PyTorch)
+    rows: list[dict] = field(default_factory=list)
+    recommended: str | None = None
+    pool: ThreadPoolExecutor | None = None
 
     @property
     def reference(self) -> str | None:
@@ -54,54 +61,71 @@ class Studio:
     def names(self) -> list[str]:
         return list(self.variants)
 
-
-def _load_one(folder: Path, threads: int) -> Variant:
-    fmt = variant_format(folder)
-    if fmt != "onnx":
-        raise ValueError(f"{fmt} variant (PyTorch only; the app serves ONNX Runtime variants)")
-    runner = OnnxRunner(folder, threads=threads)
-    metrics_path = folder / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    return Variant(folder.name, runner, runner.model_file.stat().st_size / 1e6, metrics, metrics.get("hub_repo"))
+    def map(self, fn, items):
+        """Run ``fn`` over ``items`` on the shared pool: ORT releases the GIL, so variants use every core."""
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="variant")
+        return list(self.pool.map(fn, items))
 
 
-def load_studio(variants_dir: str | Path | None = None, repo_ids: list[str] | None = None, threads: int | None = None) -> Studio:
-    """Load every variant under ``variants_dir`` (or download ``repo_ids`` from the Hub)."""
-    threads = threads or 1  # one thread per session: steadier timings beside the web server, same as evaluation
-    studio = Studio()
-    folders: list[tuple[str, Path | None, str | None]] = []
+def _download(repo: str) -> Path:
+    """The files of a variant repo that serving needs; the model file only for ONNX variants."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    cc = Path(hf_hub_download(repo, artifacts.CONFIG))
+    if artifacts.read_json(cc).get("format", FORMAT_ONNX) != FORMAT_ONNX:
+        return Path(snapshot_download(repo, allow_patterns=[artifacts.CONFIG, artifacts.METRICS, "config.json"]))
+    return Path(snapshot_download(repo, allow_patterns=HUB_FILES))
+
+
+def recommend(rows: list[dict], tolerance: float = 0.01) -> str | None:
+    """The recommended row: the report's flag when the rows carry it (a local build), else the
+    report's own rule applied to these rows (a Space built from the published repos)."""
+    flagged = [r["variant"] for r in rows if r.get("recommended")]
+    if flagged:
+        return flagged[0]
+    teacher = next((r for r in rows if r["variant"] == artifacts.TEACHER), None)
+    return recommend_row(rows, teacher["accuracy"] if teacher else None, tolerance)
+
+
+def load_family(variants_dir: str | Path | None = None, repo_ids: list[str] | None = None, threads: int = 1) -> VariantFamily:
+    """Load every variant under ``variants_dir`` (or download ``repo_ids`` from the Hub), once.
+
+    One intra-op thread per session: requests run variants side by side on the pool instead."""
+    family = VariantFamily()
+    folders: list[tuple[str, Path, str | None]] = []
     if repo_ids:
-        from huggingface_hub import snapshot_download
-
         for repo in repo_ids:
             name = repo.split("/")[-1]
             try:
-                folders.append((name, Path(snapshot_download(repo)), repo))
+                folders.append((name, _download(repo), repo))
             except Exception as exc:  # network, auth, missing repo: list it, keep going
-                studio.unavailable[name] = f"download of {repo} failed: {type(exc).__name__}: {str(exc)[:150]}"
-    elif variants_dir is not None and Path(variants_dir).is_dir():
-        root = Path(variants_dir)
-        for folder in sorted(root.iterdir()):
-            if folder.is_dir() and not folder.name.startswith(".") and folder.name != "teacher":
-                folders.append((folder.name, folder, None))
-        report = root / "report.json"
-        if report.is_file():
-            studio.report_rows = json.loads(report.read_text())["rows"]
-        if (root / "pareto.png").is_file():
-            studio.pareto_png = root / "pareto.png"
+                family.unavailable[name] = f"download of {repo} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:150]}"
+    elif variants_dir is not None:
+        folders = [(f.name, f, None) for f in artifacts.list_variants(Path(variants_dir))]
+    report_rows = {r["variant"]: r for r in (artifacts.read_json(Path(variants_dir) / artifacts.REPORT) or {}).get("rows", [])} \
+        if variants_dir is not None and not repo_ids else {}
     for name, folder, repo in folders:
+        metrics = {**(artifacts.read_metrics(folder) or {}), **report_rows.get(name, {})}
+        if metrics:
+            metrics["variant"], metrics["hub_repo"] = name, repo
+            family.rows.append(metrics)
+        fmt = artifacts.variant_format(folder)
+        if fmt != FORMAT_ONNX:
+            family.references[name] = "PyTorch reference, not served"
+            continue
         try:
-            v = _load_one(folder, threads)
-            for _ in range(3):  # warm up: ORT's first runs allocate, and would show as latency
-                v.runner.forward(v.runner.encode(["warm up the session"]))
-            v.name, v.hub_repo = name, repo or v.hub_repo
-            studio.variants[name] = v
+            runner = OnnxRunner(folder, threads=threads)
+            time_forward(runner, [runner.encode(["warm up the session"])], runs=0, warmup=3)  # first runs allocate
+            family.variants[name] = Variant(name, runner, runner.model_file.stat().st_size / 1e6, metrics, repo)
         except Exception as exc:
-            studio.unavailable[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-            log.warning("variant %s unavailable: %s", name, studio.unavailable[name])
-    if REFERENCE in studio.variants:  # reference first so tables read top-down from it
-        studio.variants = {REFERENCE: studio.variants[REFERENCE], **studio.variants}
-    return studio
+            family.unavailable[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            log.warning("variant %s unavailable: %s", name, family.unavailable[name])
+    if REFERENCE in family.variants:  # reference first so tables read top-down from it
+        family.variants = {REFERENCE: family.variants[REFERENCE], **family.variants}
+    family.rows.sort(key=lambda r: (r["variant"] != artifacts.TEACHER, r["variant"]))
+    family.recommended = recommend(family.rows) if family.rows else None
+    return family
 
 
 def clean_text(text: str | None) -> tuple[str, list[str]]:
@@ -117,104 +141,96 @@ def clean_text(text: str | None) -> tuple[str, list[str]]:
     return stripped.strip(), notes
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
+def _label(v: Variant, logits: np.ndarray) -> tuple[str, float]:
+    names = id2label(v.runner.config)
+    if is_multi_label(v.runner.config):  # independent sigmoids: every label above 0.5
+        probs = 1 / (1 + np.exp(-logits[0]))
+        on = [names.get(i, str(i)) for i in np.flatnonzero(probs > 0.5)]
+        return (", ".join(on) or "(none)"), float(probs.max())
+    probs = softmax(logits)[0]
+    k = int(probs.argmax())
+    return names.get(k, str(k)), float(probs[k])
 
 
-def predict(studio: Studio, text: str) -> tuple[list[dict], list[str]]:
-    """Classify one text with every variant: (rows, notes). Empty text -> no rows, a note."""
+def predict(family: VariantFamily, text: str) -> tuple[list[dict], list[str]]:
+    """Classify one text with every variant: (rows, notes). Empty text -> no rows, a note.
+
+    Variants run concurrently on the family's pool, each timed once: ``latency_ms`` is this
+    request's model time (it varies with load), ``build_p50_ms`` the build's steady measurement."""
     text, notes = clean_text(text)
     if not text:
         return [], ["Please type a sentence to classify (the input was empty)."]
-    rows = []
-    for v in studio.variants.values():
+
+    def run(v: Variant):
         enc = v.runner.encode([text])
-        logits = v.runner.forward(enc)  # untimed: the previous variant evicted this one's weights from cache
-        times = []
-        for _ in range(TIMING_RUNS):
-            t0 = time.perf_counter()
-            logits = v.runner.forward(enc)
-            times.append((time.perf_counter() - t0) * 1e3)
-        names = v.runner.config.id2label
-        if is_multi_label(v.runner.config):  # independent sigmoids: every label above 0.5
-            probs = 1 / (1 + np.exp(-logits[0]))
-            on = [names.get(i, str(i)) for i in np.flatnonzero(probs > 0.5)]
-            label, conf = (", ".join(on) or "(none)"), float(probs.max())
-        else:
-            probs = _softmax(logits)[0]
-            k = int(probs.argmax())
-            label, conf = names.get(k, str(k)), float(probs[k])
+        [ms] = time_forward(v.runner, [enc], runs=1)
+        return v, v.runner.forward(enc), ms
+
+    rows = []
+    for v, logits, ms in family.map(run, list(family.variants.values())):
+        label, conf = _label(v, logits)
+        m = v.metrics
         rows.append({
             "variant": v.name,
             "label": label,
             "confidence": round(conf, 4),
-            "latency_ms": round(statistics.median(times), 3),
+            "latency_ms": round(ms, 3),
+            "build_p50_ms": round(m["latency_p50_ms"], 3) if "latency_p50_ms" in m else None,
             "size_mb": round(v.size_mb, 2),
+            "accuracy": round(m["accuracy"], 4) if "accuracy" in m else None,
+            "ood_accuracy": round(m["ood_balanced_accuracy"], 4) if "ood_balanced_accuracy" in m else None,
         })
-    ref = next((r["label"] for r in rows if r["variant"] == studio.reference), None)
+    ref = next((r["label"] for r in rows if r["variant"] == family.reference), None)
     for r in rows:
         r["agrees"] = "✓" if r["label"] == ref else "✗ differs"
     return rows, notes
 
 
 def parse_batch(text: str | None, file_path: str | None) -> tuple[list[str], list[int] | None, list[str]]:
-    """Lines of text or a CSV/TSV upload (text column + optional label) -> (texts, labels, notes)."""
+    """Lines of text, or a CSV/TSV upload with a sentence/text column and an optional label column."""
     notes: list[str] = []
     if file_path:
-        raw = Path(file_path).read_text(encoding="utf-8", errors="replace")
-        dialect = "excel-tab" if file_path.endswith(".tsv") or "\t" in raw.split("\n", 1)[0] else "excel"
-        try:
-            rows = list(csv.reader(io.StringIO(raw), dialect=dialect, strict=True))
-        except csv.Error as exc:
-            raise ValueError(f"could not parse the uploaded file: {exc}") from None
-        if not rows:
-            raise ValueError("the uploaded file is empty")
-        header = [h.strip().lower() for h in rows[0]]
-        tcol = next((header.index(c) for c in ("sentence", "text") if c in header), None)
-        if tcol is None:
-            raise ValueError(f"the uploaded file needs a 'sentence' or 'text' column; found {rows[0]}")
-        lcol = header.index("label") if "label" in header else None
-        texts, labels = [], []
-        for n, row in enumerate(rows[1:], 2):
-            if len(row) != len(header):
-                raise ValueError(f"line {n} has {len(row)} fields, the header has {len(header)}")
-            if row[tcol].strip():
-                texts.append(row[tcol])
-                if lcol is not None:
-                    try:
-                        labels.append(int(row[lcol]))
-                    except ValueError:
-                        raise ValueError(f"line {n}: label {row[lcol]!r} is not an integer") from None
-        result_labels = labels if lcol is not None else None
+        data = read_file(file_path, ("sentence", "text"), "label", require_labels=False)
+        texts, labels = data.texts, data.labels
     else:
-        texts = [line for line in (text or "").splitlines() if line.strip()]
-        result_labels = None
+        texts, labels = [line for line in (text or "").splitlines() if line.strip()], None
     if len(texts) > MAX_BATCH_ROWS:
         notes.append(f"{len(texts):,} rows given; only the first {MAX_BATCH_ROWS} were used (row cap)")
         texts = texts[:MAX_BATCH_ROWS]
-        result_labels = result_labels[:MAX_BATCH_ROWS] if result_labels else result_labels
+        labels = labels[:MAX_BATCH_ROWS] if labels else labels
     texts = [clean_text(t)[0] or "." for t in texts]
     if not texts:
         raise ValueError("no text to classify: paste one sentence per line or upload a CSV/TSV")
-    return texts, result_labels, notes
+    return texts, labels, notes
 
 
-def run_batch(studio: Studio, texts: list[str], labels: list[int] | None, progress=None) -> tuple[list[dict], list[list], list[str]]:
-    """Per-variant accuracy/throughput and the pairwise agreement matrix."""
+def run_batch(family: VariantFamily, texts: list[str], labels: list[int] | None, progress=None):
+    """Per-variant accuracy/throughput, the pairwise agreement matrix, and the sentences whose
+    label differs from the reference in some variant: (rows, matrix, names, flips)."""
+    variants = list(family.variants.values())
+    if progress is not None:
+        progress(0, desc=f"running {len(variants)} variants")
+
+    def run(v: Variant):
+        logits, per_s = timed_logits(v.runner, texts, 32)
+        return v, predictions(logits, is_multi_label(v.runner.config)), per_s
+
     preds, rows = {}, []
-    names = studio.names
-    for i, v in enumerate(studio.variants.values()):
-        if progress is not None:
-            progress((i, len(names)), desc=f"running {v.name}")
-        t0 = time.perf_counter()
-        logits = v.runner.logits(texts, 32)
-        dt = time.perf_counter() - t0
-        preds[v.name] = predictions(logits, is_multi_label(v.runner.config))
-        row = {"variant": v.name, "sentences": len(texts), "throughput_per_s": round(len(texts) / dt, 1)}
+    for v, pred, per_s in family.map(run, variants):
+        preds[v.name] = pred
+        row = {"variant": v.name, "sentences": len(texts), "throughput_per_s": round(per_s, 1)}
         if labels is not None:
-            row["accuracy"] = round(float(np.mean(same_prediction(preds[v.name], np.asarray(labels)))), 4)
+            row["accuracy"] = round(float(np.mean(same_prediction(pred, np.asarray(labels)))), 4)
         rows.append(row)
+    names = [v.name for v in variants]
     matrix = [[a] + [round(float(np.mean(same_prediction(preds[a], preds[b]))), 4) for b in names] for a in names]
-    return rows, matrix, names
+    flips = []
+    ref = family.reference
+    if ref is not None:
+        names_of = id2label(family.variants[ref].runner.config)
+        label = lambda p: names_of.get(int(p), str(p)) if np.ndim(p) == 0 else str(list(p))  # noqa: E731
+        for i, t in enumerate(texts):
+            differ = {n: label(preds[n][i]) for n in names if not np.all(preds[n][i] == preds[ref][i])}
+            if differ:
+                flips.append({"sentence": t, ref: label(preds[ref][i]), **differ})
+    return rows, matrix, names, flips

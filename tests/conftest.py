@@ -123,7 +123,8 @@ def tiny_recipe_dict(model: Path, data: Path, **variants) -> dict:
 @pytest.fixture(scope="session")
 def built(tmp_path_factory, tiny_model, tiny_data):
     """One build of the tiny recipe shared by read-only tests: (recipe, out_dir, summary)."""
-    from compression import Recipe, build
+    from compression.build import build
+    from compression.recipe import Recipe
 
     recipe = Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data))
     out = tmp_path_factory.mktemp("built")
@@ -133,7 +134,8 @@ def built(tmp_path_factory, tiny_model, tiny_data):
 
 @pytest.fixture(scope="session")
 def built_qat(tmp_path_factory, tiny_model, tiny_data):
-    from compression import Recipe, build
+    from compression.build import build
+    from compression.recipe import Recipe
 
     d = tiny_recipe_dict(tiny_model, tiny_data, fp32=["export"],
                          qat=[{"qat": {"max_steps": 20, "batch_size": 16, "learning_rate": 1e-3}}])

@@ -59,13 +59,16 @@ def _rows(result):
 
 def test_every_variant_answers_and_broken_one_is_listed(app, client):
     module, _ = app
-    assert "broken" in module.STUDIO.unavailable and "broken" not in module.STUDIO.variants
-    assert "torch-int8" in module.STUDIO.unavailable  # PyTorch-only row, said why
+    assert "broken" in module.FAMILY.unavailable and "broken" not in module.FAMILY.variants
+    assert module.FAMILY.references["torch-int8"] == "PyTorch reference, not served"  # a reference row, not an error
+    assert "torch-int8" not in module.FAMILY.unavailable and "PyTorch reference, not served" in module.not_served_md()
     rows = _rows(client.predict("the acting was superb and moving", None, api_name="/classify"))
-    assert [r["variant"] for r in rows] == module.STUDIO.names
-    assert {"fp32", "fp16", "int8-dynamic", "int8-static"} <= set(module.STUDIO.names)
+    assert [r["variant"] for r in rows] == module.FAMILY.names
+    assert {"fp32", "fp16", "int8-dynamic", "int8-static"} <= set(module.FAMILY.names)
     for r in rows:
         assert r["label"] in ("negative", "positive") and 0.5 <= r["confidence"] <= 1.0 and r["latency_ms"] > 0
+        metrics = module.FAMILY.variants[r["variant"]].metrics  # accuracy beside each answer comes from metrics.json
+        assert r["accuracy"] == round(metrics["accuracy"], 4) and r["build_p50_ms"] == round(metrics["latency_p50_ms"], 3)
     ref = next(r for r in rows if r["variant"] == "fp32")
     assert ref["agrees"] == "✓"
     sizes = {r["variant"]: r["size_mb"] for r in rows}
@@ -101,28 +104,40 @@ def test_query_params_preselect_and_unknown_variant(app):
     assert text == "so dull" and update["value"] == "int8-dynamic" and notes == ""
     text, update, notes = module.on_load(FakeRequest({"variant": "int9", "text": "x"}))
     assert update["value"] is None and "Unknown variant 'int9'" in notes
-    df, *_ , link = module.classify("so dull", "int8-dynamic")
-    assert link == "?text=so+dull&variant=int8-dynamic"
+    class PageRequest:  # what Gradio hands a handler: the page's address arrives as the referer
+        headers = {"referer": "https://example.hf.space/studio/?text=old&variant=fp32"}
+
+    df, _, chart, _, link = module.classify("so dull", "int8-dynamic", PageRequest())
+    assert link == "https://example.hf.space/studio/?text=so+dull&variant=int8-dynamic"  # a whole link, old query replaced
     assert "▶ int8-dynamic" in list(df["variant"])
+    assert chart.set_index("variant").loc["int8-dynamic", "shown"] == "highlighted"
+    assert (chart["shown"] == "highlighted").sum() == 1
+    assert any(v.startswith("▶ ") and "int8-dynamic" in v for v in module.compare_table("int8-dynamic")["variant"])
 
 
 def test_batch_with_labels_and_bad_files(app, tmp_path):
     module, _ = app
     good = tmp_path / "b.csv"
     good.write_text("sentence,label\nsuperb film,1\nawful plot,0\nbrilliant acting,1\n")
-    table, matrix, notes = module.batch("", str(good))
-    assert set(table["variant"]) == set(module.STUDIO.names) and "accuracy" in table
+    table, heatmap, flips, notes = module.batch("", str(good))
+    assert set(table["variant"]) == set(module.FAMILY.names) and "accuracy" in table
     assert (table["accuracy"].between(0, 1)).all()
-    assert matrix.set_index("variant").loc["fp32", "fp32"] == 1.0
+    assert 'id="agreement-heatmap"' in heatmap and heatmap.count("<tr>") == len(module.FAMILY.names) + 1
+    assert f"get a different label from fp32" in notes
+    for row in flips.to_dict("records"):  # every listed sentence really differs from the reference somewhere
+        assert any(v != row["fp32"] for k, v in row.items() if k not in ("sentence", "fp32") and isinstance(v, str))
     bad = tmp_path / "bad.csv"
     bad.write_text('sentence,label\n"unterminated,1\nok,0,extra\n')
-    table, matrix, notes = module.batch("", str(bad))
-    assert table.empty and ("could not parse" in notes or "fields" in notes)
+    table, heatmap, flips, notes = module.batch("", str(bad))
+    assert table.empty and heatmap == "" and "malformed CSV (unexpected end of data)" in notes
+    extra = tmp_path / "extra.csv"
+    extra.write_text("sentence,label\nok,0\nfine film,1,surplus\n")
+    assert "extra.csv:3: 3 field(s), the header has 2" in module.batch("", str(extra))[3]
     nocol = tmp_path / "nocol.csv"
     nocol.write_text("review\nnice\n")
-    assert "needs a 'sentence' or 'text' column" in module.batch("", str(nocol))[2]
+    assert "no text column 'sentence' or 'text'" in module.batch("", str(nocol))[3]
     lines = "\n".join(["good film"] * (serving.MAX_BATCH_ROWS + 5))
-    table, _, notes = module.batch(lines, None)
+    table, _, _, notes = module.batch(lines, None)
     assert table["sentences"].iloc[0] == serving.MAX_BATCH_ROWS and "row cap" in notes
 
 
@@ -144,11 +159,11 @@ def test_real_browser_types_and_sees_one_row_per_variant(app, tmp_path):
         page.get_by_role("button", name="Classify").click()
         first_col = page.locator('#predictions [data-testid^="cell-"][data-col="0"]')
         page.wait_for_function(
-            f"() => document.querySelectorAll('#predictions [data-testid^=\"cell-\"][data-col=\"0\"]').length === {len(module.STUDIO.names)}",
+            f"() => document.querySelectorAll('#predictions [data-testid^=\"cell-\"][data-col=\"0\"]').length === {len(module.FAMILY.names)}",
             timeout=30000,
         )
         names = [t.strip() for t in first_col.all_inner_texts()]
-        assert sorted(n.replace("▶ ", "") for n in names) == sorted(module.STUDIO.names)
+        assert sorted(n.replace("▶ ", "") for n in names) == sorted(module.FAMILY.names)
         assert "▶ int8-dynamic" in names  # preselected by the link
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
         browser.close()

@@ -4,7 +4,8 @@ import json
 import pytest
 
 from compression.config import DatasetConfig
-from compression.data import DataError, load_splits, read_file
+from compression.data import load_splits, read_file
+from compression.errors import DataError
 from conftest import SST2, synthetic, write_tsv
 
 

@@ -3,6 +3,7 @@ import json
 import logging
 import os
 import shutil
+from pathlib import Path
 import subprocess
 import sys
 
@@ -97,7 +98,7 @@ def test_from_pretrained_round_trip(published):
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from compression.evaluation import load_runner
+    from compression.artifacts import load_runner
 
     work, _ = published
     texts = ["the acting was superb", "a dull and boring plot", "fine"]
@@ -121,7 +122,8 @@ def test_republish_makes_no_commit(hub, published):
 
 
 def test_missing_files_refused_before_upload(hub, published, tmp_path):
-    from compression.hub import PublishError, publish
+    from compression.errors import PublishError
+    from compression.hub import publish
 
     work, _ = published
     broken = tmp_path / "variants"
@@ -135,7 +137,8 @@ def test_missing_files_refused_before_upload(hub, published, tmp_path):
 
 @pytest.mark.parametrize("token", [None, "hf_wrong", READONLY])
 def test_auth_failures_are_one_clear_line(hub, published, token, capfd):
-    from compression.hub import AuthError, publish
+    from compression.errors import AuthError
+    from compression.hub import publish
 
     work, _ = published
     with pytest.raises(AuthError) as exc:
@@ -145,7 +148,8 @@ def test_auth_failures_are_one_clear_line(hub, published, token, capfd):
 
 
 def test_server_errors_retried_then_reported(hub, published, caplog):
-    from compression.hub import PublishError, publish
+    from compression.errors import PublishError
+    from compression.hub import publish
 
     work, _ = published
     caplog.set_level(logging.WARNING, logger="compression")
@@ -168,19 +172,24 @@ def test_cli_publish_and_space(hub, published, tmp_path):
     env = {**os.environ, "HF_TOKEN": TOKEN}
     run = lambda *a, **kw: subprocess.run([sys.executable, "-m", "compression", *a], cwd=REPO, capture_output=True, text=True,  # noqa: E731
                                           timeout=300, env=kw.get("env", env))
-    res = run("publish", str(work), "--namespace", NS, "--prefix", "tiny")
+    res = run("publish", "--variants-dir", str(work), "--namespace", NS, "--prefix", "tiny")
     assert res.returncode == 0, res.stderr
     assert f"int8-dynamic: {NS}/tiny-int8-dynamic" in res.stdout
-    bad = run("publish", str(work), "--namespace", NS, "--prefix", "tiny", env={**env, "HF_TOKEN": "hf_nope"})
+    bad = run("publish", "--variants-dir", str(work), "--namespace", NS, "--prefix", "tiny", env={**env, "HF_TOKEN": "hf_nope"})
     assert bad.returncode == 2 and f"error: token lacks write access to {NS}" in bad.stderr and "Traceback" not in bad.stderr
-    res = run("publish-space", "--namespace", NS, "--variants", str(work), "--prefix", "tiny")
+    res = run("publish-space", "--namespace", NS, "--variants-dir", str(work), "--prefix", "tiny")
     assert res.returncode == 0, res.stderr
     files = hub.head("space", f"{NS}/bert-compression-studio")["files"]
     assert {"app.py", "requirements.txt", "compression/__init__.py", "compression/serving.py", "README.md",
             "space_config/hub_repos.txt"} <= set(files)
+    assert not {f for f in files if f.startswith("compression/steps/") or f in ("compression/build.py", "compression/modeling.py")}
+    requirements = hub.blob(files["requirements.txt"]).decode()
+    assert "onnxruntime==" in requirements and "gradio==" in requirements
+    assert not {"torch", "transformers", "pytest", "playwright", "optimum"} & {
+        line.split("=")[0].split("[")[0].strip() for line in requirements.splitlines() if line and not line.startswith("#")}
     meta = yaml.safe_load(hub.blob(files["README.md"]).decode().split("---")[1])
     assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and meta["sdk_version"].startswith("6.")
-    assert set(meta["models"]) == {r for n, r in result["repos"].items() if n != "teacher"}
+    assert set(meta["models"]) == set(result["repos"].values())  # the teacher too: its metrics are the reference row
     for out in (res.stdout + res.stderr, bad.stdout + bad.stderr):
         assert TOKEN not in out
 
@@ -189,11 +198,14 @@ def test_space_app_loads_variants_from_hub(published):
     from compression import serving
 
     _, result = published
-    repos = [result["repos"][n] for n in ("fp32", "int8-dynamic")] + [f"{NS}/does-not-exist"]
-    studio = serving.load_studio(repo_ids=repos)
-    assert set(studio.variants) == {"tiny-fp32", "tiny-int8-dynamic"}
-    assert "does-not-exist" in studio.unavailable
-    rows, _ = serving.predict(studio, "superb acting")
+    repos = [result["repos"][n] for n in ("teacher", "fp32", "int8-dynamic")] + [f"{NS}/does-not-exist"]
+    family = serving.load_family(repo_ids=repos)
+    assert set(family.variants) == {"tiny-fp32", "tiny-int8-dynamic"}
+    assert "does-not-exist" in family.unavailable
+    assert family.references == {"tiny-teacher": "PyTorch reference, not served"}
+    assert {r["variant"] for r in family.rows} == {"tiny-teacher", "tiny-fp32", "tiny-int8-dynamic"}  # from metrics.json
+    assert all(r["hub_repo"] for r in family.rows) and family.recommended in {"tiny-fp32", "tiny-int8-dynamic"}
+    rows, _ = serving.predict(family, "superb acting")
     assert len(rows) == 2
 
 
@@ -212,7 +224,8 @@ def test_token_never_leaks(hub, published):
 
 
 def test_dry_run_uploads_nothing_and_injected_401(hub, published, capsys):
-    from compression.hub import AuthError, publish
+    from compression.errors import AuthError
+    from compression.hub import publish
 
     work, _ = published
     n = len(hub.requests)
@@ -235,3 +248,95 @@ def test_card_tells_how_to_run_on_a_phone_when_ort_exists(published, tmp_path):
     (folder / "model.ort").write_bytes(b"ort")
     card = str(build_card(folder, f"{NS}/x", None, None, False))
     assert "`model.ort`" in card and "onnxruntime-react-native" in card and "tokenizer.json" in card
+
+
+NO_TORCH = '''
+import importlib.abc, sys
+class _NoBuildSide(importlib.abc.MetaPathFinder):
+    """What a Space without torch looks like: these packages are simply not installed."""
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "optimum", "accelerate"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, _NoBuildSide())
+'''
+
+
+def start_space(folder, tmp_path, port):
+    """Run a downloaded Space's app.py as the Space would, with torch and transformers unimportable."""
+    blocker = tmp_path / "no-torch"
+    blocker.mkdir(exist_ok=True)
+    (blocker / "sitecustomize.py").write_text(NO_TORCH)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BCS_")}
+    env.update(PYTHONPATH=str(blocker), PORT=str(port), HF_HUB_CACHE=str(tmp_path / "space-cache"))
+    return subprocess.Popen([sys.executable, "app.py"], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def wait_http(url, proc, seconds=180):
+    import time
+    import urllib.request
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the Space app exited early:\n{proc.stdout.read()}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"the Space app did not answer within {seconds} s")
+
+
+def test_space_from_published_repos_runs_without_torch_in_a_browser(hub, published, tmp_path):
+    """publish -> publish_space -> download the Space repo -> start it (no torch) -> Chromium."""
+    import socket
+
+    from huggingface_hub import snapshot_download
+
+    from compression.hub import publish_space
+
+    chromium = Path("/usr/bin/chromium")
+    work, result = published
+    space = publish_space(NS, list(result["repos"].values()), name="space-e2e", token=TOKEN)
+    folder = Path(snapshot_download(space, repo_type="space", local_dir=tmp_path / "space"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = start_space(folder, tmp_path, port)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", proc)
+        from gradio_client import Client
+
+        served = {f"tiny-{n}" for n in ("fp32", "fp16", "int8-dynamic", "int8-static")}
+        table = Client(f"http://127.0.0.1:{port}/", verbose=False).predict("not bad at all", None, api_name="/classify")[0]
+        assert {row[0] for row in table["data"]} == served  # every published ONNX variant answers without torch
+        if not chromium.exists():
+            pytest.skip("Debian chromium not installed (.ci/run installs it); the API half passed")
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(chromium), args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(f"http://127.0.0.1:{port}/?text=not+bad+at+all")  # as a shared link opens it
+            page.wait_for_function("() => document.querySelector('textarea') && "
+                                   "document.querySelector('textarea').value === 'not bad at all'", timeout=30000)
+            page.get_by_role("button", name="Classify").click()
+            page.wait_for_function("() => document.querySelectorAll('#predictions [data-testid^=\"cell-\"][data-col=\"0\"]')"
+                                   f".length === {len(served)}", timeout=30000)
+            link = page.locator("#share-link textarea, #share-link input").first.input_value()
+            assert link.startswith(f"http://127.0.0.1:{port}/?text=not+bad+at+all")  # a whole link, from the page's address
+            page.screenshot(path=str(os.environ.get("BCS_SCREENSHOT_DIR", tmp_path)) + "/space-classify.png", full_page=True)
+            page.get_by_role("tab", name="Compare").click()
+            rows = len(result["repos"])  # teacher + every published variant, from their metrics.json
+            page.wait_for_function("() => document.querySelectorAll('#compare-table [data-testid^=\"cell-\"][data-col=\"0\"]')"
+                                   f".length === {rows}", timeout=30000)
+            page.wait_for_selector("#pareto-plot canvas, #pareto-plot svg", timeout=30000)  # the native plot rendered
+            names = page.locator('#compare-table [data-testid^="cell-"][data-col="0"]').all_inner_texts()
+            assert sum("⭐" in n for n in names) == 1 and any("teacher" in n for n in names)
+            page.screenshot(path=str(os.environ.get("BCS_SCREENSHOT_DIR", tmp_path)) + "/space-compare.png", full_page=True)
+            browser.close()
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert "No module named 'torch'" not in out and "Traceback" not in out, out

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from compression import Recipe, build
-from compression.evaluation import OnnxRunner
+from compression.build import build
+from compression.recipe import Recipe
+from compression.runtime import OnnxRunner
 from conftest import SST2
 
 pytestmark = pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason="../shared/data/sst2 not present")

@@ -5,7 +5,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from compression.distillation import distill_loss, encoder_layers, hidden_mse, kd_loss, make_student, spread_layers
+from compression.modeling import encoder_layers
+from compression.steps.distill import make_student, spread_layers
+from compression.steps.losses import distill_loss, hidden_mse, kd_loss
 
 
 def test_kd_loss_hand_computed():

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import onnx
 
+from ..errors import StepNotApplicable
+from ..registry import register_step
 from .export import load_onnx
-from .registry import register_step
 
 log = logging.getLogger(__name__)
 PRESETS = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
@@ -184,10 +185,6 @@ def torch_dynamic_int8(model):
         return tq(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
 
 
-class StepSkipped(RuntimeError):
-    """A step that cannot run on this machine; the variant is skipped with this reason."""
-
-
 @dataclass(frozen=True)
 class BnbInt8Config:
     """bitsandbytes LLM.int8() weights for PyTorch users (the seeds' ``use_bnb``).
@@ -198,11 +195,11 @@ def bnb_int8(model):
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise StepSkipped("bitsandbytes is not installed (pip install bitsandbytes); bnb-int8 skipped") from None
+        raise StepNotApplicable("bitsandbytes is not installed (pip install bitsandbytes)") from None
     import torch
 
     if not torch.cuda.is_available():
-        raise StepSkipped("bitsandbytes 8-bit needs a CUDA GPU; none here, bnb-int8 skipped")
+        raise StepNotApplicable("bitsandbytes 8-bit needs a CUDA GPU; there is none here")
     import tempfile
 
     from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
@@ -212,27 +209,54 @@ def bnb_int8(model):
         return AutoModelForSequenceClassification.from_pretrained(tmp, quantization_config=BitsAndBytesConfig(load_in_8bit=True))
 
 
-@register_step("bnb_int8", BnbInt8Config, stage="terminal", tags=("int8", "quantized", "bitsandbytes"))
+TORCH_INT8_FILE = "pytorch_int8.pt"
+
+
+def _save_torch_int8(state, folder) -> str:
+    import torch
+
+    torch.save(state.model.state_dict(), Path(folder) / TORCH_INT8_FILE)
+    return "pytorch-int8"
+
+
+def _load_torch_int8(folder):
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    model = torch_dynamic_int8(AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder)))
+    model.load_state_dict(torch.load(Path(folder) / TORCH_INT8_FILE, weights_only=False))
+    return model
+
+
+def _save_bnb(state, folder) -> str:
+    state.model.save_pretrained(folder)
+    return "pytorch"
+
+
+@register_step("bnb_int8", BnbInt8Config, stage="terminal", tags=("int8", "quantized", "bitsandbytes"),
+               relation="quantized", save=_save_bnb)
 def _bnb_step(state, cfg, ctx):
     """bitsandbytes 8-bit PyTorch model (GPU only; skipped with a reason elsewhere)."""
     state.model = bnb_int8(state.model)
     return state
 
 
-@register_step("quantize_dynamic", QuantizeDynamicConfig, stage="onnx", tags=("int8", "quantized", "onnx"))
+@register_step("quantize_dynamic", QuantizeDynamicConfig, stage="onnx", tags=("int8", "quantized", "onnx"), relation="quantized")
 def _dynamic_step(onnx_path, cfg, ctx):
     """ORT dynamic int8 through optimum's ORTQuantizer."""
     return quantize_dynamic(onnx_path, cfg)
 
 
-@register_step("quantize_static", QuantizeStaticConfig, stage="onnx", tags=("int8", "quantized", "static", "onnx"))
+@register_step("quantize_static", QuantizeStaticConfig, stage="onnx", tags=("int8", "quantized", "static", "onnx"),
+               relation="quantized", needs_data=True)
 def _static_step(onnx_path, cfg, ctx):
     """ORT static QDQ int8, calibrated on a training-data sample."""
     return quantize_static(onnx_path, cfg, ctx.calibration_inputs(onnx_path, cfg.calibration_samples))
 
 
-@register_step("torch_dynamic_int8", TorchDynamicInt8Config, stage="terminal", tags=("int8", "quantized", "pytorch"))
+@register_step("torch_dynamic_int8", TorchDynamicInt8Config, stage="terminal", tags=("int8", "quantized", "pytorch"),
+               relation="quantized", save=_save_torch_int8, load=_load_torch_int8)
 def _torch_step(state, cfg, ctx):
-    """PyTorch dynamic int8 of nn.Linear (reference row)."""
+    """PyTorch dynamic int8 of nn.Linear (reference row, not served by the ONNX app)."""
     state.model = torch_dynamic_int8(state.model)
     return state

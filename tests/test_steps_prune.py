@@ -5,11 +5,13 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from compression import Recipe, RecipeError
+from compression.errors import RecipeError
+from compression.recipe import Recipe
 from compression.config import DatasetConfig
 from compression.data import load_splits
-from compression.distillation import TrainConfig, distill, encoder_layers
-from compression.pruning import (
+from compression.modeling import encoder_layers
+from compression.steps.training import TrainConfig, distill
+from compression.steps.prune import (
     StructuredPruneConfig,
     ThresholdConfig,
     UnstructuredPruneConfig,
@@ -20,7 +22,7 @@ from compression.pruning import (
     sparsity_of,
     threshold,
 )
-from compression.pipeline import preflight
+from compression.build import preflight
 from conftest import tiny_recipe_dict
 
 
@@ -114,7 +116,7 @@ def test_select_heads_never_empties_a_layer():
 
 
 def test_structured_variant_graph_is_smaller_and_faster_shape(built, tmp_path, tiny_model, tiny_data):
-    from compression import build
+    from compression.build import build
     import onnx
 
     d = tiny_recipe_dict(tiny_model, tiny_data, **{

@@ -6,9 +6,11 @@ import sys
 
 import pytest
 
-from compression import BuildError, ModelError, Recipe, build
-from compression.data import DataError
-from compression.pipeline import is_finished
+from compression.build import build
+from compression.recipe import Recipe
+from compression.errors import BuildError, ModelError
+from compression.errors import DataError
+from compression.artifacts import is_finished
 from conftest import REPO, tiny_recipe_dict, write_tsv
 
 REQUIRED_FILES = {"model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json", "compression_config.json", "metrics.json"}
@@ -106,8 +108,11 @@ def test_cli_errors_are_one_clear_line(tmp_path, tiny_model, tiny_data):
     cases = [
         (["build", "--recipe", str(tmp_path / "missing.yaml")], "recipe file not found"),
         (["build", "--recipe", str(recipe), "--only", "int9"], "no variant 'int9'"),
-        (["build", "--recipe", str(recipe), "--data", str(tmp_path / "nodata")], "dataset not found"),
-        (["evaluate", str(tmp_path)], "not a build output folder"),
+        (["build", "--recipe", str(recipe), "--dataset", str(tmp_path / "nodata")], "dataset not found"),
+        (["evaluate", "--variants-dir", str(tmp_path)], "not a build folder"),
+        (["compare", str(tmp_path / "nope"), str(tmp_path / "nope2"), "--text", "x"], "not found"),
+        (["compare", str(tmp_path), str(tmp_path)], "give sentences with --text or a file with --eval-data"),
+        (["publish", "--variants-dir", str(tmp_path), "--namespace", "me", "--dry-run"], "no report.json"),
     ]
     for args, message in cases:
         res = _cli(*args)

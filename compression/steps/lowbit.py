@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..registry import register_step
 from .export import load_onnx
-from .registry import register_step
 
 log = logging.getLogger(__name__)
 WORD_IDS = "input_ids"
@@ -135,14 +135,16 @@ def quantize_4bit(onnx_path: Path, block_size: int, symmetric: bool, matmuls: bo
     return counts
 
 
-@register_step("quantize_embeddings_4bit", Embeddings4bitConfig, stage="onnx", tags=("4-bit", "quantized", "onnx"))
+@register_step("quantize_embeddings_4bit", Embeddings4bitConfig, stage="onnx", tags=("4-bit", "quantized", "onnx"),
+               relation="quantized")
 def _embeddings_step(onnx_path, cfg: Embeddings4bitConfig, ctx):
     """Word-embedding table as 4-bit blocks; composes after quantize_dynamic (MatMuls stay int8)."""
     quantize_4bit(onnx_path, cfg.block_size, cfg.symmetric, matmuls=False, embeddings=True)
     return onnx_path
 
 
-@register_step("quantize_weights_4bit", Weights4bitConfig, stage="onnx", tags=("4-bit", "quantized", "onnx"))
+@register_step("quantize_weights_4bit", Weights4bitConfig, stage="onnx", tags=("4-bit", "quantized", "onnx"),
+               relation="quantized")
 def _weights_step(onnx_path, cfg: Weights4bitConfig, ctx):
     """Weight-only 4-bit MatMuls (MatMulNBits): smallest file, slower than int8 on x86 CPUs."""
     quantize_4bit(onnx_path, cfg.block_size, cfg.symmetric, matmuls=True, embeddings=cfg.embeddings,

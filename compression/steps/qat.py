@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-from .distillation import TrainConfig, distill, encoder_layers
-from .registry import register_step
+from ..modeling import encoder_layers, supports_layer_surgery
+from ..registry import register_step
+from .training import TrainConfig, kd_finetune
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +120,10 @@ def add_fake_quant(model, per_channel: bool = True):
             for child_name, child in list(mod.named_children()):
                 if isinstance(child, torch.nn.Linear):
                     setattr(mod, child_name, FakeQuantLinear(child, per_channel))
-    model._bcs_qat = True
     return model
 
 
-def fold_weight_quantizers(path) -> int:
+def fold_weight_quantizers(path) -> int:  # noqa: C901 (one pass over the graph, kept together)
     """Replace QuantizeLinear(constant W) with an int8 initializer; returns how many.
 
     The exporter leaves weights and qparams as initializers or Constant nodes;
@@ -175,12 +175,21 @@ class QATConfig(TrainConfig):
     per_channel: bool = True
 
 
-@register_step("qat", QATConfig, stage="torch", tags=("int8", "quantized", "qat"))
+def _check(cfg: QATConfig, model_config) -> None:
+    if not supports_layer_surgery(model_config.model_type):
+        raise ValueError(f"QAT wraps encoder Linear layers of BERT-style encoders, not {model_config.model_type!r}")
+
+
+def _fold(onnx_path) -> None:
+    log.info("QAT export: %d weight quantizers folded to int8", fold_weight_quantizers(onnx_path))
+
+
+@register_step("qat", QATConfig, stage="torch", tags=("int8", "quantized", "qat"), relation="quantized", check=_check,
+               needs_data=True, after_export=_fold)
 def _qat_step(state, cfg: QATConfig, ctx):
     """Quantization-aware KD fine-tuning; exported as QDQ ONNX with int8 weights."""
-    model = add_fake_quant(state.model, cfg.per_channel)
-    state.model = distill(ctx.teacher, model, ctx.splits["train"], cfg, state.tokenizer,
-                          ctx.teacher_train_logits() if not cfg.hidden_weight else None, ctx.recipe.dataset.max_length)
+    state.model = add_fake_quant(state.model, cfg.per_channel)
+    kd_finetune(state, cfg, ctx)
     freeze(state.model)
     return state
 

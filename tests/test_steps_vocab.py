@@ -2,7 +2,7 @@
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from compression.vocab import VocabPruneConfig, coverage, kept_ids, prune_vocab, unk_rate
+from compression.steps.vocab import VocabPruneConfig, coverage, kept_ids, prune_vocab, unk_rate
 
 CORPUS_ONLY = VocabPruneConfig(general_words=0, keep_chars=False)
 

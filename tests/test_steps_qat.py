@@ -3,7 +3,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from compression.evaluation import OnnxRunner, TorchRunner
+from compression.runtime import OnnxRunner, TorchRunner
 
 
 def test_qat_variant_is_qdq_int8(built_qat):

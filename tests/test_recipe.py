@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from compression import Recipe, RecipeError, load_recipe, save_recipe
+from compression.errors import RecipeError
+from compression.recipe import Recipe, load_recipe, save_recipe
 from conftest import REPO, tiny_recipe_dict
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import onnx
 import pytest
 
-from compression.evaluation import OnnxRunner
-from compression.quantization import (
+from compression.runtime import OnnxRunner
+from compression.steps.quantize import (
     FUSED_OPS,
     QuantizeDynamicConfig,
     QuantizeStaticConfig,

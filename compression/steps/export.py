@@ -14,28 +14,24 @@ from pathlib import Path
 
 import onnx
 
-from .registry import register_step
+from ..errors import OnnxError
+from ..registry import register_step
 
 log = logging.getLogger(__name__)
 OPSET = 17
 
 
-class OnnxError(ValueError):
-    """An ONNX file is missing, unreadable or not a model."""
-
-
 def export_onnx(model, out_path: Path, opset: int = OPSET) -> Path:
-    """Export a sequence classifier to ``out_path`` (a single model.onnx file)."""
+    """Export a sequence classifier to ``out_path`` (a single model.onnx file).
+
+    Steps that need a fix-up of the exported graph say so with ``after_export``
+    (QAT folds its weight quantizers); the build runs those, not this function."""
     from optimum.exporters.onnx import onnx_export_from_model
 
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         onnx_export_from_model(model.eval(), tmp, opset=opset, task="text-classification", do_validation=False)
         shutil.move(str(Path(tmp) / "model.onnx"), out_path)
-    if getattr(model, "_bcs_qat", False):  # QAT graphs: store Q(W) as int8, not fp32 + Q
-        from .qat import fold_weight_quantizers
-
-        log.info("QAT export: %d weight quantizers folded to int8", fold_weight_quantizers(out_path))
     log.info("exported %s (%.1f MB)", out_path, out_path.stat().st_size / 1e6)
     return out_path
 
@@ -58,7 +54,7 @@ class ExportConfig:
     by the package so every variant shares one opset."""
 
 
-@register_step("export", ExportConfig, stage="onnx", tags=("onnx",))
+@register_step("export", ExportConfig, stage="onnx", tags=("onnx",), relation="quantized")
 def _export_step(onnx_path, cfg, ctx):
     """The pipeline exports on entering the ONNX stage; this step only marks where."""
     return onnx_path
@@ -93,7 +89,38 @@ def to_fp16(onnx_path: Path, cfg: Fp16Config) -> Path:
     return Path(onnx_path)
 
 
-@register_step("fp16", Fp16Config, stage="onnx", tags=("fp16",))
+@register_step("fp16", Fp16Config, stage="onnx", tags=("fp16",), relation="quantized")
 def _fp16_step(onnx_path, cfg, ctx):
     """Half-precision weights: 2x smaller; on CPU mostly a size win, not a speed win."""
     return to_fp16(onnx_path, cfg)
+
+
+@dataclass(frozen=True)
+class MobileOrtConfig:
+    """Also write ``model.ort`` (ORT format for onnxruntime-mobile / React Native) and
+    ``required_operators.config`` (what a reduced-operator build needs) beside model.onnx.
+    No options: the ORT format is converted with the fixed optimisation style."""
+
+
+def to_ort(onnx_path: Path) -> Path:
+    """model.ort (+ required_operators.config) next to ``onnx_path``; the ONNX file is unchanged."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    folder = Path(onnx_path).parent
+    with tempfile.TemporaryDirectory(dir=folder) as work:
+        work = Path(work)
+        shutil.copy(onnx_path, work / "model.onnx")
+        convert_onnx_models_to_ort(work, output_dir=work, optimization_styles=[OptimizationStyle.Fixed], enable_type_reduction=True)
+        shutil.move(str(work / "model.ort"), folder / "model.ort")
+        config = next(work.glob("*.config"), None)
+        if config is not None:
+            shutil.move(str(config), folder / "required_operators.config")
+    log.info("wrote model.ort (%.1f MB) for onnxruntime-mobile", (folder / "model.ort").stat().st_size / 1e6)
+    return folder / "model.ort"
+
+
+@register_step("mobile_ort", MobileOrtConfig, stage="onnx", tags=("onnx", "ort-format", "mobile"), relation="quantized")
+def _mobile_step(onnx_path, cfg, ctx):
+    """Also write model.ort + required_operators.config for onnxruntime-mobile (last step of a chain)."""
+    to_ort(onnx_path)
+    return onnx_path

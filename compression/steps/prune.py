@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .distillation import TrainConfig, distill, encoder_layers
-from .registry import register_step
+from ..modeling import encoder_layers, supports_layer_surgery
+from ..registry import register_step
+from .training import TrainConfig, kd_finetune
 
 log = logging.getLogger(__name__)
 BERT_LIKE = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
@@ -128,20 +129,23 @@ def prune(model, cfg: UnstructuredPruneConfig, train=None):
     return model, real
 
 
-@register_step("prune", UnstructuredPruneConfig, stage="torch", tags=("pruned", "sparse"))
+def _check_encoder(cfg, model_config) -> None:
+    if not supports_layer_surgery(model_config.model_type):
+        raise ValueError(f"pruning encoder weights supports BERT-style encoders, not {model_config.model_type!r}")
+
+
+def _recovery(state, cfg: TrainConfig, ctx):
+    """``train(on_step, after_step)``: KD recovery of ``state.model`` in place."""
+    return lambda on_step, after_step: kd_finetune(state, cfg, ctx, on_step, after_step)
+
+
+@register_step("prune", UnstructuredPruneConfig, stage="torch", tags=("pruned", "sparse"), check=_check_encoder,
+               needs_data=lambda cfg: cfg.recovery)
 def _prune_step(state, cfg, ctx):
     """Unstructured magnitude/random pruning of encoder Linear weights, KD recovery."""
-    state.model, real = prune(state.model, cfg, _trainer(state, cfg, ctx))
+    state.model, real = prune(state.model, cfg, _recovery(state, cfg, ctx))
     state.notes["encoder_sparsity"] = real
     return state
-
-
-def _trainer(state, cfg: TrainConfig, ctx):
-    def train(on_step, after_step):
-        state.model = distill(ctx.teacher, state.model, ctx.splits["train"], cfg, state.tokenizer,
-                              ctx.teacher_train_logits() if not cfg.hidden_weight else None,
-                              ctx.recipe.dataset.max_length, on_step=on_step, after_step=after_step)
-    return train
 
 
 # ------------------------------------------------------------------ thresholding
@@ -166,7 +170,7 @@ def threshold(model, cfg: ThresholdConfig):
     return model, sparsity_of(modules)
 
 
-@register_step("threshold", ThresholdConfig, stage="torch", tags=("pruned", "sparse"))
+@register_step("threshold", ThresholdConfig, stage="torch", tags=("pruned", "sparse"), check=_check_encoder)
 def _threshold_step(state, cfg, ctx):
     """Zero near-zero weights (no training)."""
     state.model, state.notes["encoder_sparsity"] = threshold(state.model, cfg)
@@ -312,12 +316,13 @@ def importance_batches(tokenizer, data, n_batches: int, batch_size: int, max_len
     return out
 
 
-@register_step("prune_structured", StructuredPruneConfig, stage="torch", tags=("pruned", "structured"), check=_check_structured)
+@register_step("prune_structured", StructuredPruneConfig, stage="torch", tags=("pruned", "structured"), check=_check_structured,
+               needs_data=True)  # Taylor importance needs labelled batches even without recovery
 def _structured_step(state, cfg, ctx):
     """Remove attention heads and FFN neurons (Taylor-ranked), then KD recovery."""
     batches = importance_batches(state.tokenizer, ctx.splits["train"], cfg.importance_batches, cfg.batch_size,
                                  ctx.recipe.dataset.max_length, cfg.seed)
-    state.model, info = structured_prune(state.model, cfg, batches, _trainer(state, cfg, ctx))
+    state.model, info = structured_prune(state.model, cfg, batches, _recovery(state, cfg, ctx))
     state.notes.update(info)
     return state
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .registry import register_step
+from ..registry import register_step
 
 log = logging.getLogger(__name__)
 WORDPIECE_MODELS = ("bert", "distilbert", "electra")
@@ -132,7 +132,8 @@ def prune_vocab(model, tokenizer, texts: list[str], cfg: VocabPruneConfig):
     return model, new_tok, keep
 
 
-@register_step("vocab_prune", VocabPruneConfig, stage="torch", tags=("vocab-pruned",), check=_check)
+@register_step("vocab_prune", VocabPruneConfig, stage="torch", tags=("vocab-pruned",), check=_check, after_training=True,
+               needs_data=lambda cfg: cfg.corpus == "train")
 def _vocab_step(state, cfg, ctx):
     """Keep only word pieces the corpus uses; rebuild tokenizer and embedding table."""
     _check(cfg, state.model.config)

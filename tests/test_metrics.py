@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from compression.evaluation import quality
+from compression.metrics import quality
 from compression.report import dominates, pareto_front, recommend
 
 

@@ -8,10 +8,12 @@ import onnx
 import pytest
 import torch
 
-from compression import ModelError, RecipeError
-from compression.byom import compare, optimize
+from compression.errors import ModelError, RecipeError
+from compression.optimize import compare, optimize
 from compression.config import EvalConfig
-from compression.evaluation import OnnxRunner, accepted_inputs, load_runner
+from compression.artifacts import load_runner
+from compression.modeling import accepted_inputs
+from compression.runtime import OnnxRunner
 from conftest import REPO, make_tiny_model, synthetic, write_tsv
 
 FAST = EvalConfig(latency_runs=5, warmup=1, latency_sentences=3)
@@ -67,13 +69,15 @@ def test_optimize_every_architecture_end_to_end(arch, tmp_path):
     ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / "int8-dynamic" / "model.onnx")).graph.node}
     assert "MatMulInteger" in ops
     m = json.loads((tmp_path / "out" / "int8-dynamic" / "metrics.json").read_text())
-    assert "probe sentences" in m["quality_measured_as"] and 0 <= m["accuracy"] <= 1
+    assert m["eval_data"].endswith("probe.jsonl") and 0 <= m["accuracy"] <= 1  # agreement with the original, named
+    assert summary["skipped"] == {}
 
 
 def test_structured_pruning_says_it_does_not_apply_to_gpt2(tmp_path):
     model_dir = tiny_arch(tmp_path / "gpt2", "gpt2")
     data = write_tsv(tmp_path / "cal.tsv", synthetic(40, 3))
-    from compression import Recipe, build
+    from compression.build import build
+    from compression.recipe import Recipe
     from conftest import tiny_recipe_dict
 
     d = tiny_recipe_dict(model_dir, tmp_path, x=[{"prune_structured": {"heads_fraction": 0.5}}])
@@ -97,7 +101,7 @@ def test_mobile_ort_matches_onnx(tmp_path, tiny_model):
 
 
 def test_static_calibration_and_pruning_need_data(tmp_path, tiny_model):
-    with pytest.raises(RecipeError, match="needs training/calibration data.*--calibration-data"):
+    with pytest.raises(RecipeError, match="needs training/calibration data.*give calibration_data"):
         optimize(str(tiny_model), tmp_path / "out", ["int8-static"])
     data = write_tsv(tmp_path / "cal.tsv", synthetic(60, 4))
     summary = optimize(str(tiny_model), tmp_path / "out2", ["int8-static"], pruning_amount=0.3, threshold=0.01,
@@ -105,12 +109,12 @@ def test_static_calibration_and_pruning_need_data(tmp_path, tiny_model):
     rows = {r["variant"]: r for r in summary["rows"]}
     assert set(rows) == {"teacher", "int8-static", "pruned", "thresholded"}
     assert abs(rows["pruned"]["encoder_sparsity"] - 0.3) < 1e-3
-    assert "accuracy on" in json.loads((tmp_path / "out2" / "pruned" / "metrics.json").read_text())["quality_measured_as"]
+    assert json.loads((tmp_path / "out2" / "pruned" / "metrics.json").read_text())["eval_data"] == str(data.resolve())
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    ({"threshold": -1.0}, RecipeError, "--threshold must be >= 0"),
-    ({"pruning_amount": 1.0}, RecipeError, "--pruning-amount must be in [0, 1)"),
+    ({"threshold": -1.0}, RecipeError, "threshold must be >= 0"),
+    ({"pruning_amount": 1.0}, RecipeError, "pruning_amount must be in [0, 1)"),
     ({"variants": ["fp64"]}, RecipeError, "unknown variant 'fp64'"),
 ])
 def test_bad_options_fail_before_work(tmp_path, tiny_model, kwargs, error, message):
@@ -151,7 +155,7 @@ def test_compare_reports_flips_and_cli(tmp_path, built):
     assert 0 < q["max_logit_diff"] and len(q["flipped"]) == round((1 - q["agreement"]) * len(TEXTS))
     data = write_tsv(tmp_path / "s.tsv", synthetic(20, 8))
     res = subprocess.run([sys.executable, "-m", "compression", "compare", str(out / "fp32"), str(out / "int8-dynamic"),
-                          "--data", str(data), "--json", str(tmp_path / "c.json")], cwd=REPO, capture_output=True, text=True)
+                          "--eval-data", str(data), "--json", str(tmp_path / "c.json")], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "| model | size MB" in res.stdout and json.loads((tmp_path / "c.json").read_text())["sentences"] == 20
     loaded = load_runner(out / "int8-dynamic")
@@ -166,8 +170,8 @@ def test_bnb_variant_skipped_with_one_line_reason(tmp_path, tiny_model, caplog):
     caplog.set_level("WARNING", logger="compression")
     summary = optimize(str(tiny_model), tmp_path / "out", ["fp32", "bnb-int8"], evaluation=FAST)
     assert {r["variant"] for r in summary["rows"]} == {"teacher", "fp32"}
-    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("bnb-int8:")]
-    assert len(skipped) == 1 and "skipped" in skipped[0] and "\n" not in skipped[0]
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("bnb-int8 skipped:")]
+    assert len(skipped) == 1 and "\n" not in skipped[0] and "bnb-int8" in summary["skipped"]
     assert not (tmp_path / "out" / "bnb-int8").exists()
 
 
@@ -177,7 +181,7 @@ def test_multi_label_semantics_survive_export_eval_and_app(tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from compression import serving
-    from compression.evaluation import predictions
+    from compression.metrics import predictions
 
     folder = make_tiny_model(tmp_path / "model")
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -202,9 +206,62 @@ def test_multi_label_semantics_survive_export_eval_and_app(tmp_path):
     with torch.no_grad():
         ref = model.eval()(**tok(texts[:5], padding=True, return_tensors="pt")).logits.numpy()
     np.testing.assert_allclose(runner.logits(texts[:5]), ref, atol=1e-4)
-    studio = serving.load_studio(tmp_path / "out")
-    out, _ = serving.predict(studio, texts[0])
+    family = serving.load_family(tmp_path / "out")
+    out, _ = serving.predict(family, texts[0])
     fp32 = next(r for r in out if r["variant"] == "fp32")
     probs = 1 / (1 + np.exp(-ref[0]))
     assert fp32["label"] == ", ".join(n for n, p in zip(["toxic", "insult", "threat"], probs) if p > 0.5)
     assert "toxic" in fp32["label"] and "insult" not in fp32["label"]
+
+
+def test_optimize_output_is_a_real_recipe_that_evaluate_remeasures(tmp_path, tiny_model):
+    from compression.build import evaluate_dir
+    from compression.recipe import load_recipe
+
+    data = write_tsv(tmp_path / "dev.tsv", synthetic(50, 21))
+    optimize(str(tiny_model), tmp_path / "out", ["fp32", "int8-dynamic"], eval_data=str(data), evaluation=FAST)
+    recipe = load_recipe(tmp_path / "out" / "recipe.yaml")
+    assert recipe.dataset.eval_path == str(data.resolve()) and recipe.teacher.skip
+    cc = json.loads((tmp_path / "out" / "fp32" / "compression_config.json").read_text())
+    assert cc["recipe"] == recipe.to_dict()  # the recipe beside the artifact reloads identically
+    before = json.loads((tmp_path / "out" / "int8-dynamic" / "metrics.json").read_text())
+    summary = evaluate_dir(tmp_path / "out")
+    after = {r["variant"]: r for r in summary["rows"]}["int8-dynamic"]
+    assert after["eval_samples"] == before["eval_samples"] == 50
+    assert after["accuracy"] == pytest.approx(before["accuracy"])  # same sentences, same model, same answer
+
+
+def test_gpt2_steps_that_do_not_apply_are_skipped_with_a_reason(tmp_path):
+    model_dir = tiny_arch(tmp_path / "gpt2", "gpt2")
+    data = write_tsv(tmp_path / "cal.tsv", synthetic(40, 3))
+    summary = optimize(str(model_dir), tmp_path / "out", ["fp32", "pruned", "distilled-half"], calibration_data=str(data),
+                       evaluation=FAST)
+    assert {r["variant"] for r in summary["rows"]} == {"teacher", "fp32"}   # the rest were still built
+    assert set(summary["skipped"]) == {"pruned", "distilled-half"}
+    assert all("gpt2" in reason and "\n" not in reason for reason in summary["skipped"].values())
+    res = subprocess.run([sys.executable, "-m", "compression", "optimize", "--model", str(model_dir), "--variants-dir",
+                          str(tmp_path / "cli"), "--only", "fp32", "distilled-half"], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0 and "Traceback" not in res.stderr
+    assert "skipped distilled-half: step 'distill': layer dropping supports BERT-style encoders, not 'gpt2'" in res.stdout
+
+
+def test_compare_handles_a_gpt2_without_pad_token(tmp_path):
+    model_dir = tiny_arch(tmp_path / "gpt2", "gpt2")
+    optimize(str(model_dir), tmp_path / "out", ["fp16", "int8-dynamic"], evaluation=FAST)
+    result = compare(str(model_dir), [str(tmp_path / "out" / "fp16"), str(tmp_path / "out" / "int8-dynamic")], TEXTS[:10])
+    rows = {r["model"]: r for r in result["rows"]}
+    assert rows[str(tmp_path / "out" / "fp16")]["agreement"] >= 0.9   # padded batches of unequal lengths ran
+    assert rows[str(model_dir)]["max_logit_diff"] == 0.0
+
+
+def test_classifier_without_label_names_is_refused_before_work(tmp_path, tiny_model):
+    import shutil
+
+    folder = tmp_path / "nolabels"
+    shutil.copytree(tiny_model, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.pop("id2label"), cfg.pop("label2id")
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match="no label names"):
+        optimize(str(folder), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -1,10 +1,14 @@
 """ONNX export parity: the exported graph must compute what PyTorch computes."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from compression.evaluation import OnnxRunner, TorchRunner, load_runner
-from compression.export import OnnxError, load_onnx
+from compression.artifacts import load_runner
+from compression.runtime import OnnxRunner, TorchRunner
+from compression.errors import OnnxError
+from compression.steps.export import load_onnx
 from conftest import synthetic
 
 TEXTS = [t for t, _ in synthetic(24, 9)] + ["", "good " * 40, "unknownword ??? !!"]
@@ -62,3 +66,36 @@ def test_corrupt_onnx_gives_clear_error(tmp_path):
         load_onnx(bad)
     with pytest.raises(OnnxError, match="ONNX file not found"):
         load_onnx(tmp_path / "missing.onnx")
+
+
+def test_onnx_runner_tokenizes_exactly_like_transformers(tmp_path):
+    """The app and the Space tokenize with `tokenizers` alone; ids must equal what the build measured with."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from compression.modeling import default_base_model
+
+    folder = tmp_path / "minilm-tok"
+    folder.mkdir()
+    tok = AutoTokenizer.from_pretrained(default_base_model())
+    tok.save_pretrained(folder)
+    shutil.copy(Path(default_base_model()) / "config.json", folder / "config.json")
+    texts = ["not bad at all", "@united 2 HOURS on the tarmac!!! http://t.co/xyz 😡", "naïve café — déjà vu",
+             "a very long review " * 40, "", "i did n't expect to hate it this much ."]
+
+    class Probe(OnnxRunner):  # the tokenization half of OnnxRunner, without an ONNX file
+        def __init__(self):
+            from tokenizers import Tokenizer
+
+            self.folder, self.input_names = folder, ["input_ids", "attention_mask", "token_type_ids"]
+            self.config, self.max_length = {"pad_token_id": 0}, 64
+            self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            self.tokenizer.no_padding()
+            self.tokenizer.enable_truncation(self.max_length)
+            self.pad_id = self._pad_id()
+
+    got = Probe().encode(texts)
+    want = tok(texts, padding=True, truncation=True, max_length=64, return_tensors="np")
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        np.testing.assert_array_equal(got[key], want[key])

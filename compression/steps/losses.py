@@ -1,0 +1,23 @@
+"""Distillation losses: pure functions of tensors (as in TextBrewer), no model, no state."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kd_loss(logits_s: torch.Tensor, logits_t: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(softmax(t/T) || softmax(s/T)) · T², batch mean (T² keeps gradients T-invariant)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(logits_s / t, -1), F.log_softmax(logits_t / t, -1), log_target=True, reduction="batchmean") * t * t
+
+
+def hidden_mse(hidden_s: list[torch.Tensor], hidden_t: list[torch.Tensor], mapping: list[int], mask: torch.Tensor) -> torch.Tensor:
+    """TinyBERT-style MSE between student layer i and teacher layer mapping[i] (masked tokens only)."""
+    m = mask.unsqueeze(-1).float()
+    losses = [(((hidden_s[i] - hidden_t[j]) ** 2) * m).sum() / (m.sum() * hidden_s[i].shape[-1]) for i, j in enumerate(mapping)]
+    return torch.stack(losses).mean()
+
+
+def distill_loss(logits_s, logits_t, labels, alpha: float, temperature: float) -> torch.Tensor:
+    """α·KD + (1−α)·CE."""
+    return alpha * kd_loss(logits_s, logits_t, temperature) + (1 - alpha) * F.cross_entropy(logits_s, labels)

@@ -1,0 +1,162 @@
+"""KD fine-tuning: the one training loop behind distillation, pruning recovery and QAT.
+
+A small explicit loop (not Trainer) because pruning and QAT hook into it (raise
+sparsity before a step, re-apply masks after one). It runs through Accelerate, so the
+same code uses CUDA when a GPU is present and spreads over several under
+``accelerate launch`` (each process takes its share of the batches); on a CPU it is
+Accelerate's CPU path. Teacher logits on the training split are computed once per build
+(``ctx.teacher_train_logits``) and reused by every student.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..modeling import accepted_inputs
+from .losses import distill_loss, hidden_mse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """KD fine-tuning shared by distillation, pruning recovery and QAT.
+
+    Every knob is a field so a recipe can set it and the fingerprint sees it.
+    """
+
+    epochs: float = 1.0              # passes over the (sub-sampled) training split
+    max_steps: int | None = None     # overrides epochs: fixed-budget recovery runs
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    alpha: float = 0.9               # KD weight vs. cross-entropy on the gold labels
+    temperature: float = 2.0         # softens the teacher's distribution (T² keeps gradients comparable)
+    hidden_weight: float = 0.0       # TinyBERT hidden-state MSE; 0 lets cached teacher logits replace teacher forwards
+    seed: int = 0
+    freeze_embeddings: bool = True   # on CPU the 11.7M-row table's update costs more than a 3-layer step
+    train_samples: int | None = None # KD on a deterministic subset: students need signal, not every sub-phrase
+    weight_decay: float = 0.01       # AdamW default of BERT fine-tuning
+    warmup_ratio: float = 0.1        # linear warm-up share of the steps, then linear decay to 0
+    max_grad_norm: float = 1.0       # clipping: KD on fresh students spikes early
+
+    def __post_init__(self):
+        if self.train_samples is not None and self.train_samples < 1:
+            raise ValueError(f"train_samples must be a positive integer or null, got {self.train_samples}")
+        if not 0 <= self.warmup_ratio < 1 or self.max_grad_norm <= 0 or self.weight_decay < 0:
+            raise ValueError("warmup_ratio must be in [0, 1), max_grad_norm > 0 and weight_decay >= 0")
+        if not 0 <= self.alpha <= 1 or self.temperature <= 0:
+            raise ValueError("alpha must be in [0, 1] and temperature > 0")
+
+
+def train_steps(n_examples: int, cfg: TrainConfig) -> int:
+    n = min(n_examples, cfg.train_samples or n_examples)
+    return cfg.max_steps or max(1, math.ceil(cfg.epochs * n / cfg.batch_size))
+
+
+def kd_finetune(state, cfg: TrainConfig, ctx, on_step=None, after_step=None, layer_map: list[int] | None = None):
+    """Fine-tune ``state.model`` against the build's teacher on its training split (in place)."""
+    cached = None if cfg.hidden_weight else ctx.teacher_train_logits()
+    state.model = distill(ctx.teacher, state.model, ctx.splits["train"], cfg, state.tokenizer, cached,
+                          ctx.recipe.dataset.max_length, layer_map, on_step, after_step)
+    return state
+
+
+def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits: torch.Tensor | None = None,
+            max_length: int = 128, layer_map: list[int] | None = None, on_step: Callable[[int, int], None] | None = None,
+            after_step: Callable[[int, int], None] | None = None):
+    """Train ``student`` to match ``teacher`` on ``data`` (TextData); returns the student in eval mode, on the CPU.
+
+    ``on_step(step, total)`` runs before each forward pass (gradual pruning raises
+    sparsity there); ``after_step(step, total)`` after each optimizer step (masks
+    are re-applied there so pruned weights stay exactly zero).
+    """
+    from accelerate import Accelerator
+
+    torch.manual_seed(cfg.seed)
+    use_hidden = cfg.hidden_weight > 0
+    if teacher_logits is None and not use_hidden:
+        teacher_logits = teacher_logits_for(teacher, tokenizer, data.texts, max_length)
+    if cfg.train_samples is not None and cfg.train_samples < len(data):
+        idx = sorted(random.Random(cfg.seed).sample(range(len(data)), cfg.train_samples))
+        data = type(data)([data.texts[i] for i in idx], [data.labels[i] for i in idx])
+        teacher_logits = teacher_logits[idx] if teacher_logits is not None else None
+    enc = tokenizer(data.texts, truncation=True, max_length=max_length)
+    labels = torch.tensor(data.labels)
+    total = train_steps(len(labels), cfg)
+    if cfg.freeze_embeddings:
+        for p in student.get_input_embeddings().parameters():
+            p.requires_grad_(False)
+    acc = Accelerator()
+    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    student, opt = acc.prepare(student, opt)
+    warm = max(1, int(total * cfg.warmup_ratio))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1 - s / total))
+    batches = _length_grouped_batches([len(ids) for ids in enc["input_ids"]], cfg.batch_size, total, cfg.seed)
+    batches = batches[acc.process_index :: acc.num_processes]  # each process its share under `accelerate launch`
+    if use_hidden:
+        teacher.to(acc.device)
+    teacher.eval()
+    student.train()
+    for step, idx in enumerate(tqdm(batches, desc="distill", unit="step", leave=False, disable=not acc.is_main_process)):
+        batch = accepted_inputs(acc.unwrap_model(student), tokenizer.pad({k: [v[i] for i in idx] for k, v in enc.items()}, return_tensors="pt"))
+        batch = {k: v.to(acc.device) for k, v in batch.items()}
+        if on_step is not None:
+            on_step(step, len(batches))
+        out_s = student(**batch, output_hidden_states=use_hidden)
+        if use_hidden:
+            with torch.no_grad():
+                out_t = teacher(**batch, output_hidden_states=True)
+            logits_t = out_t.logits
+        else:
+            logits_t = teacher_logits[idx].to(acc.device)
+        loss = distill_loss(out_s.logits, logits_t, labels[idx].to(acc.device), cfg.alpha, cfg.temperature)
+        if use_hidden:
+            mapping = [0] + [j + 1 for j in (layer_map or range(len(out_s.hidden_states) - 1))]
+            loss = loss + cfg.hidden_weight * hidden_mse(list(out_s.hidden_states), list(out_t.hidden_states), mapping, batch["attention_mask"])
+        acc.backward(loss)
+        acc.clip_grad_norm_(student.parameters(), cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if after_step is not None:
+            after_step(step, len(batches))
+    if use_hidden:
+        teacher.cpu()
+    return acc.unwrap_model(student).cpu().eval()
+
+
+def _length_grouped_batches(lengths: list[int], batch_size: int, total: int, seed: int) -> list[list[int]]:
+    """``total`` random batches of similar-length examples (like Trainer's group_by_length):
+    on CPU, padding a 3-word phrase to a 50-word sentence is most of the cost."""
+    rng = random.Random(seed)
+    batches: list[list[int]] = []
+    while len(batches) < total:
+        order = list(range(len(lengths)))
+        rng.shuffle(order)
+        chunk = batch_size * 50
+        epoch = []
+        for c in range(0, len(order), chunk):
+            part = sorted(order[c : c + chunk], key=lengths.__getitem__)
+            epoch += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+        rng.shuffle(epoch)
+        batches += epoch
+    return batches[:total]
+
+
+@torch.no_grad()
+def teacher_logits_for(teacher, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 64) -> torch.Tensor:
+    """Teacher logits in the order of ``texts`` (computed in length order to avoid padding)."""
+    teacher.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.empty(len(texts), teacher.config.num_labels)
+    for i in tqdm(range(0, len(texts), batch_size), desc="teacher logits", unit="batch", leave=False):
+        idx = order[i : i + batch_size]
+        batch = tokenizer([texts[j] for j in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        out[idx] = teacher(**accepted_inputs(teacher, batch)).logits.float()
+    return out
