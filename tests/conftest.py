@@ -98,6 +98,7 @@ def tiny_data(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-data")
     write_tsv(folder / "train.tsv", synthetic(400, 1))
     write_tsv(folder / "validation.tsv", synthetic(120, 2))
+    write_tsv(folder / "ood.tsv", synthetic(90, 3))  # the out-of-domain column: evaluated, never trained on
     return folder
 
 
@@ -108,12 +109,14 @@ def tiny_recipe_dict(model: Path, data: Path, **variants) -> dict:
         "base_model": str(model),
         "dataset": {"path": str(data), "label_names": ["negative", "positive"], "max_length": 32},
         "teacher": {"epochs": 4, "batch_size": 16, "learning_rate": 1e-3},
-        "evaluation": {"threads": 1, "latency_runs": 10, "warmup": 2, "latency_sentences": 5},
+        "evaluation": {"threads": 1, "latency_runs": 10, "warmup": 2, "latency_sentences": 5,
+                       "ood_path": str(data / "ood.tsv") if (data / "ood.tsv").is_file() else None},
         "variants": variants
         or {
             "fp32": ["export"],
             "fp16": ["export", "fp16"],
             "int8-dynamic": ["export", {"quantize_dynamic": {"preset": "auto"}}],
+            "int8-emb4": ["export", "quantize_dynamic", "quantize_embeddings_4bit"],
             "int8-static": ["export", {"quantize_static": {"calibration_samples": 32}}],
             "torch-int8": ["torch_dynamic_int8"],
         },

@@ -14,6 +14,9 @@ import base64
 import hashlib
 import json
 import re
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -294,3 +297,42 @@ def start(root: Path, tokens: dict[str, set[str]]):
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, state, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+# ---------------------------------------------------------------- running a downloaded Space
+NO_TORCH = '''
+import importlib.abc, sys
+class _NoBuildSide(importlib.abc.MetaPathFinder):
+    """What a Space without torch looks like: these packages are simply not installed."""
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "optimum", "accelerate"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, _NoBuildSide())
+'''
+
+
+def start_space(folder, tmp_path, port):
+    """Run a downloaded Space's app.py as the Space would, with torch and transformers unimportable."""
+    blocker = tmp_path / "no-torch"
+    blocker.mkdir(exist_ok=True)
+    (blocker / "sitecustomize.py").write_text(NO_TORCH)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BCS_")}
+    env.update(PYTHONPATH=str(blocker), PORT=str(port), HF_HUB_CACHE=str(tmp_path / "space-cache"))
+    return subprocess.Popen([sys.executable, "app.py"], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def wait_http(url, proc, seconds=180):
+    import time
+    import urllib.request
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the Space app exited early:\n{proc.stdout.read()}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"the Space app did not answer within {seconds} s")

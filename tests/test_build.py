@@ -120,3 +120,65 @@ def test_cli_errors_are_one_clear_line(tmp_path, tiny_model, tiny_data):
         errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and message in errors[0], res.stderr
         assert "Traceback" not in res.stderr
+
+
+def test_every_row_has_the_out_of_domain_column(built, tiny_data):
+    import numpy as np
+
+    from compression.data import read_file
+    from compression.metrics import balanced_accuracy
+    from compression.runtime import OnnxRunner
+
+    _, out, summary = built
+    rows = {r["variant"]: r for r in summary["rows"]}
+    assert all({"ood_accuracy", "ood_balanced_accuracy", "ood_agreement"} <= set(r) for r in rows.values())
+    assert rows["teacher"]["ood_agreement"] == 1.0 and rows["fp32"]["ood_samples"] == 90
+    ood = read_file(tiny_data / "ood.tsv", "sentence", "label")
+    pred = OnnxRunner(out / "fp32").logits(ood.texts).argmax(-1)
+    assert rows["fp32"]["ood_balanced_accuracy"] == pytest.approx(balanced_accuracy(pred, np.array(ood.labels)))
+    assert "OOD acc" in (out / "report.md").read_text()
+
+
+def test_evaluate_dir_remeasures_every_row_in_one_run(built, tmp_path):
+    import shutil
+
+    from compression.build import evaluate_dir
+
+    _, out, summary = built
+    work = tmp_path / "v"
+    shutil.copytree(out, work)
+    for folder in work.iterdir():  # stale numbers that a re-measurement must replace
+        if (folder / "metrics.json").is_file():
+            m = json.loads((folder / "metrics.json").read_text())
+            m.update(latency_p50_ms=999.0, accuracy=0.0)
+            (folder / "metrics.json").write_text(json.dumps(m))
+    again = {r["variant"]: r for r in evaluate_dir(work)["rows"]}
+    before = {r["variant"]: r for r in summary["rows"]}
+    assert set(again) == set(before)
+    for name, row in again.items():
+        assert row["latency_p50_ms"] < 999.0 and row["accuracy"] == pytest.approx(before[name]["accuracy"])
+        assert row["steps"] == before[name]["steps"]  # build-time facts kept
+
+
+def test_distill_prune_vocab_chain_in_a_real_build_trains_the_shared_prefix_once(tiny_model, tiny_data, tmp_path, caplog):
+    import onnx
+
+    distill = {"distill": {"num_layers": 1, "max_steps": 6, "batch_size": 16, "train_samples": 120}}
+    narrow = {"prune_structured": {"heads_fraction": 0.5, "ffn_fraction": 0.5, "max_steps": 4, "importance_batches": 2}}
+    d = tiny_recipe_dict(tiny_model, tiny_data, **{
+        "narrow-int8": [distill, narrow, "quantize_dynamic"],
+        "narrow-vocab-int8-emb4": [distill, narrow, {"vocab_prune": {"general_words": 0, "keep_chars": False}}, "quantize_dynamic",
+                                   "quantize_embeddings_4bit"],
+    })
+    caplog.set_level("INFO", logger="compression")
+    summary = build(Recipe.from_dict(d), tmp_path / "out")
+    rows = {r["variant"]: r for r in summary["rows"]}
+    reused = [r.getMessage() for r in caplog.records if "reusing the result of distill -> prune_structured" in r.getMessage()]
+    assert len(reused) == 1  # the second chain took the trained prefix from the cache
+    small = rows["narrow-vocab-int8-emb4"]
+    assert small["encoder_params"] < 0.55 * small["encoder_params_before"]  # LayerNorms and output biases stay whole
+    assert small["vocab_size"] < 105 and small["size_mb"] < rows["narrow-int8"]["size_mb"]
+    cfg = json.loads((tmp_path / "out" / "narrow-int8" / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 1 and cfg["intermediate_size"] == 256
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / "narrow-vocab-int8-emb4" / "model.onnx")).graph.node}
+    assert {"GatherBlockQuantized", "MatMulInteger"} <= ops

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import HUB_PORT, REPO
-from hub_server import Handler, HubState, git_sha1
+from hub_server import Handler, HubState, git_sha1, start_space, wait_http
 
 TOKEN = "hf_testtoken_DO_NOT_LEAK_1234567890"
 READONLY = "hf_readonly_token_0987654321"
@@ -250,44 +250,6 @@ def test_card_tells_how_to_run_on_a_phone_when_ort_exists(published, tmp_path):
     assert "`model.ort`" in card and "onnxruntime-react-native" in card and "tokenizer.json" in card
 
 
-NO_TORCH = '''
-import importlib.abc, sys
-class _NoBuildSide(importlib.abc.MetaPathFinder):
-    """What a Space without torch looks like: these packages are simply not installed."""
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "transformers", "optimum", "accelerate"):
-            raise ModuleNotFoundError(f"No module named {name!r}")
-sys.meta_path.insert(0, _NoBuildSide())
-'''
-
-
-def start_space(folder, tmp_path, port):
-    """Run a downloaded Space's app.py as the Space would, with torch and transformers unimportable."""
-    blocker = tmp_path / "no-torch"
-    blocker.mkdir(exist_ok=True)
-    (blocker / "sitecustomize.py").write_text(NO_TORCH)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BCS_")}
-    env.update(PYTHONPATH=str(blocker), PORT=str(port), HF_HUB_CACHE=str(tmp_path / "space-cache"))
-    return subprocess.Popen([sys.executable, "app.py"], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-
-
-def wait_http(url, proc, seconds=180):
-    import time
-    import urllib.request
-
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the Space app exited early:\n{proc.stdout.read()}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"the Space app did not answer within {seconds} s")
-
-
 def test_space_from_published_repos_runs_without_torch_in_a_browser(hub, published, tmp_path):
     """publish -> publish_space -> download the Space repo -> start it (no torch) -> Chromium."""
     import socket
@@ -308,7 +270,7 @@ def test_space_from_published_repos_runs_without_torch_in_a_browser(hub, publish
         wait_http(f"http://127.0.0.1:{port}/", proc)
         from gradio_client import Client
 
-        served = {f"tiny-{n}" for n in ("fp32", "fp16", "int8-dynamic", "int8-static")}
+        served = {f"tiny-{n}" for n in ("fp32", "fp16", "int8-dynamic", "int8-emb4", "int8-static")}
         table = Client(f"http://127.0.0.1:{port}/", verbose=False).predict("not bad at all", None, api_name="/classify")[0]
         assert {row[0] for row in table["data"]} == served  # every published ONNX variant answers without torch
         if not chromium.exists():

@@ -43,3 +43,22 @@ def test_pareto_front_and_recommendation():
     assert recommend(rows, 0.90, tolerance=0.10) == "tiny"
     assert recommend(rows, 0.99, tolerance=0.01) == "fp32"      # none close: most accurate on the front
     assert recommend([_row("teacher", 0.9, 1, 1)], 0.9) is None
+
+
+def test_speed_ties_go_to_the_smaller_file():
+    rows = [_row("teacher", 0.90, 10, 90), _row("a", 0.899, 2.00, 18), _row("a-4bit", 0.899, 2.05, 12),
+            _row("slow-small", 0.899, 4.0, 5)]
+    rows[0]["format"] = "pytorch"
+    assert recommend(rows, 0.90) == "a-4bit"     # 2.05 ms is within 5% of 2.00 ms: the smaller file wins
+    rows[2]["latency_p50_ms"] = 2.5
+    assert recommend(rows, 0.90) == "a"          # 25% slower is not a tie
+
+
+def test_balanced_accuracy_weighs_classes_equally():
+    import numpy as np
+
+    from compression.metrics import balanced_accuracy
+
+    y = np.array([0] * 90 + [1] * 10)
+    always_negative = np.zeros(100, dtype=int)
+    assert balanced_accuracy(always_negative, y) == 0.5 and np.mean(always_negative == y) == 0.9

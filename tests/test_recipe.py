@@ -8,7 +8,7 @@ from compression.recipe import Recipe, load_recipe, save_recipe
 from conftest import REPO, tiny_recipe_dict
 
 
-@pytest.mark.parametrize("name", ["quick.yaml", "sst2.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "sst2.yaml"])
 def test_shipped_recipes_round_trip(name, tmp_path):
     recipe = load_recipe(REPO / "recipes" / name)
     assert Recipe.from_dict(recipe.to_dict()) == recipe

@@ -51,3 +51,33 @@ def test_student_copies_chosen_teacher_layers(tiny_model):
     torch.testing.assert_close(encoder_layers(student)[0].attention.self.query.weight,
                                encoder_layers(teacher)[1].attention.self.query.weight)
     assert len(encoder_layers(teacher)) == 2  # teacher untouched
+
+
+def test_kd_uses_train_samples_and_leaves_thread_settings_alone(tiny_model, tiny_data):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from compression.data import read_file
+    from compression.runtime import TorchRunner
+    from compression.steps.training import TrainConfig, distill
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
+    student = make_student(teacher, (1,))
+    data = read_file(tiny_data / "train.tsv", "sentence", "label")
+    steps = []
+    cfg = TrainConfig(epochs=1, batch_size=10, train_samples=50)
+    out = distill(teacher, student, data, cfg, tok, max_length=32, on_step=lambda s, t: steps.append(t))
+    assert len(steps) == 5 and set(steps) == {5}           # ceil(1 epoch x 50 samples / 10)
+    assert not out.training and next(out.parameters()).device.type == "cpu"
+    torch.set_num_threads(2)
+    TorchRunner(teacher, tok, threads=1).logits(["good film"])
+    assert torch.get_num_threads() == 2                    # measurement no longer pins the process to one core
+
+
+def test_train_config_rejects_bad_knobs():
+    from compression.steps.training import TrainConfig
+
+    for bad in ({"train_samples": 0}, {"warmup_ratio": 1.0}, {"max_grad_norm": 0}, {"alpha": 2}):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)

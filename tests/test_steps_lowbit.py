@@ -1,0 +1,94 @@
+"""4-bit steps: the right ops land in the graph, logits stay close to the parent, loadable everywhere."""
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from compression.runtime import OnnxRunner
+from compression.steps.lowbit import quantize_4bit, word_embedding_gather
+from conftest import synthetic
+
+TEXTS = [t for t, _ in synthetic(40, 17)]
+
+
+def _ops(path):
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def test_embeddings_4bit_after_int8_keeps_int8_matmuls_and_logits(built, tmp_path):
+    _, out, _ = built
+    parent, child = OnnxRunner(out / "int8-dynamic"), OnnxRunner(out / "int8-emb4")
+    ops = _ops(child.model_file)
+    assert ops.count("GatherBlockQuantized") == 1                       # only the word table
+    assert ops.count("MatMulInteger") == _ops(parent.model_file).count("MatMulInteger") > 0  # MatMuls stay int8
+    model = onnx.load(str(child.model_file))
+    with pytest.raises(ValueError, match="already 4-bit"):
+        word_embedding_gather(model)                                      # no float/int8 word Gather left
+    a, b = parent.logits(TEXTS), child.logits(TEXTS)
+    assert np.abs(a - b).max() < 0.02                                     # stated tolerance for the tiny model
+    assert np.mean(a.argmax(-1) == b.argmax(-1)) >= 0.95
+
+
+def test_embedding_blocks_bound_the_error_of_every_row(built, tmp_path):
+    """Symmetric int4 blocks (scale = block max / 8 over [-8, 7]): each value is off by at most one
+    step, the block's own scale; a misaligned block or wrong axis would be off by far more."""
+    _, out, _ = built
+    fp32 = onnx.load(str(out / "fp32" / "model.onnx"))
+    table = next(numpy_helper.to_array(t) for t in fp32.graph.initializer if t.name == word_embedding_gather(fp32).input[0])
+    path = tmp_path / "m.onnx"
+    shutil.copy(out / "fp32" / "model.onnx", path)
+    quantize_4bit(path, block_size=32, symmetric=True, matmuls=False, embeddings=True)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ids = np.arange(table.shape[0], dtype=np.int64)[None, :64]
+    node = next(n for n in onnx.load(str(path)).graph.node if n.op_type == "GatherBlockQuantized")
+    probe = onnx.load(str(path))
+    probe.graph.output.append(onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    got = sess.run([node.output[0]], {k: v for k, v in feeds.items() if k in {i.name for i in sess.get_inputs()}})[0][0]
+    want = table[:64]
+    step = np.abs(want.reshape(64, -1, 32)).max(-1, keepdims=True) / 8
+    err = np.abs(got - want).reshape(64, -1, 32)
+    assert np.all(err <= step + 1e-6)
+    assert err.mean() < 0.5 * step.mean()  # rounding, not clipping, dominates
+
+
+def test_weights_4bit_on_float_graph_and_refused_after_int8(built, tmp_path):
+    _, out, _ = built
+    path = tmp_path / "w4.onnx"
+    shutil.copy(out / "fp32" / "model.onnx", path)
+    counts = quantize_4bit(path, block_size=32, symmetric=True, matmuls=True, embeddings=True)
+    assert counts["MatMulNBits"] > 0 and counts["GatherBlockQuantized"] == 1
+    assert path.stat().st_size < 0.5 * (out / "fp32" / "model.onnx").stat().st_size
+    int8 = tmp_path / "int8.onnx"
+    shutil.copy(out / "int8-dynamic" / "model.onnx", int8)
+    with pytest.raises(ValueError, match="put quantize_weights_4bit on a float graph"):
+        quantize_4bit(int8, block_size=32, symmetric=True, matmuls=True, embeddings=False)
+
+
+def test_4bit_variant_loads_through_optimum_and_is_smaller(built):
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    _, out, summary = built
+    rows = {r["variant"]: r for r in summary["rows"]}
+    assert rows["int8-emb4"]["size_mb"] < rows["int8-dynamic"]["size_mb"]
+    assert "4-bit" in rows["int8-emb4"]["tags"]
+    model = ORTModelForSequenceClassification.from_pretrained(out / "int8-emb4")
+    tok = AutoTokenizer.from_pretrained(out / "int8-emb4")
+    logits = model(**tok(TEXTS[:4], padding=True, return_tensors="pt")).logits.detach().numpy()
+    np.testing.assert_allclose(logits, OnnxRunner(out / "int8-emb4").logits(TEXTS[:4]), atol=1e-5)
+
+
+@pytest.mark.parametrize("options, message", [({"block_size": 48}, "power of two"), ({"accuracy_level": 7}, "0..4")])
+def test_bad_4bit_options_fail_in_the_recipe(tiny_model, tiny_data, options, message):
+    from compression.errors import RecipeError
+    from compression.recipe import Recipe
+    from conftest import tiny_recipe_dict
+
+    with pytest.raises(RecipeError, match=message):
+        Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data, x=["export", {"quantize_weights_4bit": options}]))
