@@ -17,19 +17,11 @@ from pathlib import Path
 
 import yaml
 
-from compression.evaluation import cpu_name
+from compression.metrics import cpu_flags, cpu_name
 
 TEACHER_MIN = 0.905          # issue #9
 TINY_MAX_MB = 4.5            # issue #10: 1/20 of the teacher
 OOD_VOCAB_MAX_LOSS = 0.01    # issue #10: vocab pruning within 1 pt of its parent out of domain
-
-
-def cpu_flags() -> list[str]:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return []
-    return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f in flags]
 
 
 def _chain(steps) -> tuple:

@@ -92,9 +92,18 @@ def test_static_symmetric_and_asymmetric(built, tmp_path, symmetric):
         assert not all(centred)
 
 
-def test_auto_preset_matches_this_cpu():
-    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
-    preset = detect_preset()
-    assert preset in ("avx512_vnni", "avx512", "avx2", "arm64")
-    if "avx512_vnni" in flags:
-        assert preset == "avx512_vnni"
+@pytest.mark.parametrize("flags, machine, preset", [
+    (["avx2"], "x86_64", "avx2"),                                 # AMD/Intel without AVX-512: VNNI kernels absent
+    (["avx2", "avx512f"], "x86_64", "avx512"),
+    (["avx2", "avx512f", "avx512_vnni"], "x86_64", "avx512_vnni"),
+    (["avx2", "avx512f", "avx512_vnni"], "aarch64", "arm64"),     # the machine decides before x86 flags
+    ([], "arm64", "arm64"),
+])
+def test_preset_follows_the_cpu(flags, machine, preset):
+    assert detect_preset(flags, machine) == preset
+
+
+def test_this_machine_gets_a_preset_from_its_own_flags():
+    from compression.metrics import cpu_flags
+
+    assert detect_preset() == detect_preset(cpu_flags(), None)

@@ -20,6 +20,7 @@ from pathlib import Path
 import onnx
 
 from ..errors import StepNotApplicable
+from ..metrics import cpu_flags
 from ..registry import register_step
 from .export import load_onnx
 
@@ -28,14 +29,12 @@ PRESETS = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
 FUSED_OPS = {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "FastGelu", "BiasGelu"}
 
 
-def detect_preset() -> str:
-    """The best optimum preset for this CPU (arm64 / avx512_vnni / avx512 / avx2)."""
-    if platform.machine().lower() in ("arm64", "aarch64"):
+def detect_preset(flags: list[str] | None = None, machine: str | None = None) -> str:
+    """The best optimum preset for a CPU (arm64 / avx512_vnni / avx512 / avx2); this one by default."""
+    machine = (machine or platform.machine()).lower()
+    if machine in ("arm64", "aarch64"):
         return "arm64"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "avx2"
+    flags = set(cpu_flags() if flags is None else flags)
     if "avx512_vnni" in flags:
         return "avx512_vnni"
     return "avx512" if "avx512f" in flags else "avx2"

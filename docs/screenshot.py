@@ -1,0 +1,66 @@
+"""Screenshots for the README: the app over a build folder, as a user sees it.
+
+    python docs/screenshot.py --variants-dir variants-full --text "not bad at all"
+
+Starts app.py on a free port, opens it in Debian's Chromium (Playwright), classifies the
+text with the recommended variant highlighted, and saves docs/app.png and docs/compare.png.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants-dir", default="variants")
+    ap.add_argument("--text", default="not bad at all")
+    ap.add_argument("--variant", default=None, help="variant to highlight (default: the recommended one)")
+    args = ap.parse_args()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "BCS_VARIANTS_DIR": str(Path(args.variants_dir).resolve()), "PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env)
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            query = {"text": args.text, **({"variant": args.variant} if args.variant else {})}
+            page.goto(f"http://127.0.0.1:{port}/?{urllib.parse.urlencode(query)}")
+            page.wait_for_function(f"() => document.querySelector('textarea')?.value === {args.text!r}", timeout=60000)
+            page.get_by_role("button", name="Classify").click()
+            page.wait_for_selector('#predictions [data-testid^="cell-"]', timeout=60000)
+            page.wait_for_timeout(4000)  # let the bar charts draw
+            page.screenshot(path=str(REPO / "docs" / "app.png"), full_page=True)
+            page.get_by_role("tab", name="Compare").click()
+            page.wait_for_selector("#pareto-plot canvas, #pareto-plot svg", timeout=60000)
+            page.wait_for_timeout(3000)
+            page.screenshot(path=str(REPO / "docs" / "compare.png"), full_page=True)
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print(REPO / "docs" / "app.png", REPO / "docs" / "compare.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
