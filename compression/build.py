@@ -122,17 +122,20 @@ def preflight(recipe: Recipe, out_dir: Path, base_dir: Path | None = None, split
 
 
 class Progress:
-    """One log line per finished stage with elapsed time and a naive ETA (mean stage time x stages left)."""
+    """One log line per finished stage: elapsed time and, once a variant has finished, an estimate
+    of what is left (mean variant time x variants left; the teacher is a different kind of stage)."""
 
-    def __init__(self, total: int):
-        self.total, self.done, self.start, self.times = total, 0, time.perf_counter(), []
+    def __init__(self, variants: int):
+        self.total, self.done, self.start, self.times = variants + 1, 0, time.perf_counter(), []
 
-    def finished(self, what: str, seconds: float) -> None:
+    def finished(self, what: str, seconds: float, variant: bool = True) -> None:
         self.done += 1
-        self.times.append(seconds)
-        left = (self.total - self.done) * (sum(self.times) / len(self.times))
-        log.info("[%d/%d] %s done in %.0f s; %.1f min elapsed, about %.1f min left", self.done, self.total, what,
-                 seconds, (time.perf_counter() - self.start) / 60, left / 60)
+        if variant:
+            self.times.append(seconds)
+        left = (f"about {(self.total - self.done) * sum(self.times) / len(self.times) / 60:.1f} min left" if self.times
+                else f"{self.total - self.done} variants to go")
+        log.info("[%d/%d] %s done in %.0f s; %.1f min elapsed, %s", self.done, self.total, what, seconds,
+                 (time.perf_counter() - self.start) / 60, left)
 
 
 def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, base_dir: Path | None = None,
@@ -149,11 +152,11 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
     artifacts.clear_stale(out_dir)
     save_recipe(recipe, out_dir / artifacts.RECIPE)
     todo = [v for v in recipe.variants if (not only or v.name in only) and v.name not in skipped]
-    progress = Progress(len(todo) + 1)
+    progress = Progress(len(todo))
 
     t0 = time.perf_counter()
     teacher, tokenizer = _teacher(recipe, base, splits, out_dir, force)
-    progress.finished("teacher", time.perf_counter() - t0)
+    progress.finished("teacher", time.perf_counter() - t0, variant=False)
     reference, ood_reference = _references(teacher, tokenizer, splits, recipe)
     ctx = BuildContext(recipe, out_dir, splits, teacher, tokenizer)
     cfg = recipe.evaluation
@@ -302,6 +305,7 @@ def evaluate_dir(out_dir: str | Path, base_dir: Path | None = None) -> dict:
             if ood_logits is not None:
                 ood_reference = predictions(ood_logits, multi)
                 metrics["ood_agreement"] = 1.0
+        metrics["eval_data"] = _data_name(recipe, splits)
         for key, value in old.items():  # keep build-time facts (steps, notes) not re-measured
             metrics.setdefault(key, value)
         artifacts.write_metrics(folder, metrics)

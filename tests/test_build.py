@@ -182,3 +182,15 @@ def test_distill_prune_vocab_chain_in_a_real_build_trains_the_shared_prefix_once
     assert cfg["num_hidden_layers"] == 1 and cfg["intermediate_size"] == 256
     ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / "narrow-vocab-int8-emb4" / "model.onnx")).graph.node}
     assert {"GatherBlockQuantized", "MatMulInteger"} <= ops
+
+
+def test_progress_lines_estimate_from_variant_stages_only(caplog):
+    from compression.build import Progress
+
+    caplog.set_level("INFO", logger="compression")
+    p = Progress(variants=3)
+    p.finished("teacher", 600.0, variant=False)   # a 10-minute teacher says nothing about a variant's time
+    p.finished("int8", 30.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("[1/4] teacher done in 600 s") and lines[0].endswith("3 variants to go")
+    assert lines[1].startswith("[2/4] int8 done in 30 s") and lines[1].endswith("about 1.0 min left")  # 2 x 30 s
