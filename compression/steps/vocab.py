@@ -1,4 +1,4 @@
-"""Vocabulary pruning: keep the word pieces a corpus uses, drop the other embedding rows.
+"""Vocabulary pruning: keep the word pieces a corpus and general English use, drop the other embedding rows.
 
 For MiniLM about half the parameters are the 30,522-row embedding table; an
 SST-2 model needs far fewer rows. Kept ids keep their relative order, so every
@@ -135,7 +135,7 @@ def prune_vocab(model, tokenizer, texts: list[str], cfg: VocabPruneConfig):
 @register_step("vocab_prune", VocabPruneConfig, stage="torch", tags=("vocab-pruned",), check=_check, after_training=True,
                needs_data=lambda cfg: cfg.corpus == "train")
 def _vocab_step(state, cfg, ctx):
-    """Keep only word pieces the corpus uses; rebuild tokenizer and embedding table."""
+    """Keep the corpus's word pieces, common English words' pieces and single characters; rebuild tokenizer and embeddings."""
     _check(cfg, state.model.config)
     texts = ctx.splits["train"].texts if cfg.corpus == "train" else Path(cfg.corpus).read_text().splitlines()
     old_tok = state.tokenizer
