@@ -55,7 +55,10 @@ def _files(hub, repo_id, rtype="model"):
 
 def test_every_variant_repo_has_all_files(hub, published):
     work, result = published
-    assert set(result["repos"]) == {"teacher", "fp32", "fp16", "int8-dynamic", "int8-static"}  # torch-int8 is local-only
+    assert set(result["repos"]) == {"teacher", "fp32", "fp16", "int8-dynamic", "int8-emb4", "int8-static"}  # torch-int8 is local-only
+    card = hub.blob(_files(hub, result["repos"]["int8-emb4"])["README.md"]).decode()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["base_model_relation"] == "quantized" and {"4-bit", "onnx"} <= set(meta["tags"])
     for name, repo_id in result["repos"].items():
         local = {p.name for p in (work / name).iterdir()}
         remote = set(_files(hub, repo_id))
