@@ -155,9 +155,9 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
     progress = Progress(len(todo))
 
     t0 = time.perf_counter()
-    teacher, tokenizer = _teacher(recipe, base, splits, out_dir, force)
+    teacher, tokenizer, references = _teacher(recipe, base, splits, out_dir, force)
     progress.finished("teacher", time.perf_counter() - t0, variant=False)
-    reference, ood_reference = _references(teacher, tokenizer, splits, recipe)
+    reference, ood_reference = references or _references(teacher, tokenizer, splits, recipe)
     ctx = BuildContext(recipe, out_dir, splits, teacher, tokenizer)
     cfg = recipe.evaluation
 
@@ -211,12 +211,15 @@ def _references(teacher, tokenizer, splits, recipe):
 
 
 def _teacher(recipe, base, splits, out_dir, force):
-    """Train the teacher or reuse a finished one; the teacher folder is a row too."""
+    """Train the teacher or reuse a finished one; the teacher folder is a row too.
+
+    Returns (model, tokenizer, references): the teacher's predictions on the evaluation and
+    out-of-domain sentences when it was just measured, else None (a reused teacher)."""
     fp = teacher_fingerprint(recipe)
     final = out_dir / artifacts.TEACHER
     if not force and artifacts.is_finished(final, fp):
         log.info("teacher: finished earlier, reusing %s", final)
-        return load_classifier(str(final))
+        return (*load_classifier(str(final)), None)
     tmp = artifacts.temp_folder(out_dir, artifacts.TEACHER)
     model, tokenizer = train_teacher(base, splits["train"], recipe.dataset, recipe.teacher, tmp / "trainer")
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
@@ -225,7 +228,7 @@ def _teacher(recipe, base, splits, out_dir, force):
     artifacts.write_config(tmp, artifacts.TEACHER, [], recipe.to_dict(), base, FORMAT_TORCH, fp)
     cfg = recipe.evaluation
     runner = TorchRunner(model, tokenizer, cfg.threads, recipe.dataset.max_length, artifacts.model_file(tmp))
-    metrics, _, _ = measure(runner, splits["eval"].texts, splits["eval"].labels, cfg, ood=splits.get("ood"))
+    metrics, logits, ood_logits = measure(runner, splits["eval"].texts, splits["eval"].labels, cfg, ood=splits.get("ood"))
     metrics.update(variant=artifacts.TEACHER, fingerprint=fp, agreement=1.0, steps=[], tags=["pytorch", "fp32"],
                    eval_data=_data_name(recipe, splits))
     if "ood" in splits:
@@ -233,7 +236,8 @@ def _teacher(recipe, base, splits, out_dir, force):
     artifacts.write_metrics(tmp, metrics)
     artifacts.move_into_place(tmp, final)
     log.info("teacher: accuracy %.4f", metrics["accuracy"])
-    return model, tokenizer
+    multi = is_multi_label(model.config)
+    return model, tokenizer, (predictions(logits, multi), None if ood_logits is None else predictions(ood_logits, multi))
 
 
 def run_chain(spec: VariantSpec, ctx: BuildContext, tmp: Path):
