@@ -24,7 +24,6 @@ import gradio as gr
 import pandas as pd
 
 from compression import serving
-from compression.report import pareto_front
 
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 VARIANTS_DIR = Path(os.environ.get("BCS_VARIANTS_DIR", "variants"))
@@ -119,14 +118,13 @@ def compare_table(highlight: str | None = None) -> pd.DataFrame:
     """One row per measured variant, from each variant's metrics.json (local folder or Hub repo)."""
     digits = {"accuracy": 4, "ood_accuracy": 4, "ood_balanced_accuracy": 4, "agreement": 4, "latency_p50_ms": 2,
               "latency_p95_ms": 2, "size_mb": 2, "sparsity": 3}
-    front = set(pareto_front(FAMILY.rows)) if FAMILY.rows else set()
     rows = []
     for r in FAMILY.rows:
         row = {c: (round(r[c], digits[c]) if c in digits and r.get(c) is not None else r.get(c)) for c in COMPARE_COLUMNS}
         name = r["variant"]
         shown = f"⭐ {name}" if name == FAMILY.recommended else name
         row["variant"] = f"▶ {shown}" if name == highlight else shown
-        row["pareto"], row["recommended"] = name in front, name == FAMILY.recommended
+        row["pareto"], row["recommended"] = name in FAMILY.pareto, name == FAMILY.recommended
         repo = r.get("hub_repo")
         row["hub"] = f"[{repo}](https://huggingface.co/{repo})" if repo else ""
         rows.append(row)
@@ -135,8 +133,7 @@ def compare_table(highlight: str | None = None) -> pd.DataFrame:
 
 def pareto_points() -> pd.DataFrame:
     """Accuracy vs p50 latency for the native plot; hover shows the numbers, colour the role."""
-    front = set(pareto_front(FAMILY.rows)) if FAMILY.rows else set()
-    role = lambda n: "recommended" if n == FAMILY.recommended else ("Pareto front" if n in front else "other")  # noqa: E731
+    role = lambda n: "recommended" if n == FAMILY.recommended else ("Pareto front" if n in FAMILY.pareto else "other")  # noqa: E731
     return pd.DataFrame([{"variant": r["variant"], "accuracy": round(r["accuracy"] * 100, 2),
                           "latency_p50_ms": round(r["latency_p50_ms"], 2), "size_mb": round(r["size_mb"], 2),
                           "ood_balanced_accuracy": round(r.get("ood_balanced_accuracy", float("nan")) * 100, 2),

@@ -9,6 +9,7 @@ built-in probe sentences are saved with the original's predictions as labels
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -133,11 +134,8 @@ def optimize(model: str, out_dir, variants=("fp32", "fp16", "int8-dynamic"), pru
     if eval_data is None:  # quality = agreement with the original, on a file the recipe can name
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = str(_probe_file(model, out_dir, text_column, label_column).resolve())
-        dataset = recipe.dataset
-        recipe = Recipe(recipe.name, recipe.base_model,
-                        DatasetConfig(path=dataset.path if calibration_data else probe, eval_path=probe,
-                                      text_column=text_column, label_column=label_column),
-                        recipe.teacher, recipe.evaluation, recipe.variants)
+        recipe = dataclasses.replace(recipe, dataset=dataclasses.replace(
+            recipe.dataset, path=recipe.dataset.path if calibration_data else probe, eval_path=probe))
     return build(recipe, out_dir, skip_not_applicable=True)
 
 

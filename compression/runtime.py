@@ -7,6 +7,7 @@ import this module without torch or transformers. It reads ``tokenizer.json`` an
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -145,8 +146,8 @@ class TorchRunner(Runner):
             return self.model(**enc).logits.float().numpy()
 
     def with_threads(self, threads: int) -> "TorchRunner":
-        clone = object.__new__(TorchRunner)
-        clone.__dict__.update(self.__dict__, threads=threads)
+        clone = copy.copy(self)  # shares the model; only the thread count differs
+        clone.threads = threads
         return clone
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from . import artifacts
 from .data import read_file
 from .metrics import predictions, same_prediction, softmax
+from .report import pareto_front
 from .report import recommend as recommend_row
 from .runtime import FORMAT_ONNX, OnnxRunner, id2label, is_multi_label, time_forward, timed_logits
 
@@ -49,6 +50,7 @@ class VariantFamily:
     references: dict[str, str] = field(default_factory=dict)  # measured rows that are not served (PyTorch)
     rows: list[dict] = field(default_factory=list)
     recommended: str | None = None
+    pareto: set[str] = field(default_factory=set)  # rows on the accuracy/latency/size front
     pool: ThreadPoolExecutor | None = None
 
     @property
@@ -125,6 +127,7 @@ def load_family(variants_dir: str | Path | None = None, repo_ids: list[str] | No
         family.variants = {REFERENCE: family.variants[REFERENCE], **family.variants}
     family.rows.sort(key=lambda r: (r["variant"] != artifacts.TEACHER, r["variant"]))
     family.recommended = recommend(family.rows) if family.rows else None
+    family.pareto = set(pareto_front(family.rows)) if family.rows else set()
     return family
 
 
