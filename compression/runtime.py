@@ -151,18 +151,19 @@ class TorchRunner(Runner):
         return clone
 
 
+def timed_forward(runner: Runner, enc: dict) -> tuple[np.ndarray, float]:
+    """(logits, milliseconds) of one forward pass, tokenization excluded: the one definition
+    of batch-1 latency in this project."""
+    t0 = time.perf_counter()
+    logits = runner.forward(enc)
+    return logits, (time.perf_counter() - t0) * 1e3
+
+
 def time_forward(runner: Runner, encoded: list[dict], runs: int, warmup: int = 0) -> list[float]:
-    """Milliseconds of ``runs`` forward passes cycling through ``encoded`` (tokenization excluded),
-    after ``warmup`` untimed passes. The one definition of batch-1 latency in this project."""
+    """Milliseconds of ``runs`` forward passes cycling through ``encoded``, after ``warmup`` untimed passes."""
     for i in range(warmup):
         runner.forward(encoded[i % len(encoded)])
-    times = []
-    for i in range(runs):
-        enc = encoded[i % len(encoded)]
-        t0 = time.perf_counter()
-        runner.forward(enc)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
+    return [timed_forward(runner, encoded[i % len(encoded)])[1] for i in range(runs)]
 
 
 def timed_logits(runner: Runner, texts: list[str], batch_size: int = 32) -> tuple[np.ndarray, float]:

@@ -23,7 +23,7 @@ from .data import read_file
 from .metrics import predictions, same_prediction, softmax
 from .report import pareto_front
 from .report import recommend as recommend_row
-from .runtime import FORMAT_ONNX, OnnxRunner, id2label, is_multi_label, time_forward, timed_logits
+from .runtime import FORMAT_ONNX, OnnxRunner, id2label, is_multi_label, time_forward, timed_forward, timed_logits
 
 log = logging.getLogger(__name__)
 MAX_CHARS = 2000        # longer input is cut (the tokenizer keeps 128 tokens anyway)
@@ -158,16 +158,14 @@ def _label(v: Variant, logits: np.ndarray) -> tuple[str, float]:
 def predict(family: VariantFamily, text: str) -> tuple[list[dict], list[str]]:
     """Classify one text with every variant: (rows, notes). Empty text -> no rows, a note.
 
-    Variants run concurrently on the family's pool, each timed once: ``latency_ms`` is this
+    Variants run concurrently on the family's pool, each run once and timed: ``latency_ms`` is this
     request's model time (it varies with load), ``build_p50_ms`` the build's steady measurement."""
     text, notes = clean_text(text)
     if not text:
         return [], ["Please type a sentence to classify (the input was empty)."]
 
-    def run(v: Variant):
-        enc = v.runner.encode([text])
-        [ms] = time_forward(v.runner, [enc], runs=1)
-        return v, v.runner.forward(enc), ms
+    def run(v: Variant):  # one forward per variant: its answer and its time
+        return v, *timed_forward(v.runner, v.runner.encode([text]))
 
     rows = []
     for v, logits, ms in family.map(run, list(family.variants.values())):

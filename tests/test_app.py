@@ -169,3 +169,25 @@ def test_real_browser_types_and_sees_one_row_per_variant(app, tmp_path):
         browser.close()
     assert (tmp_path / "app.png").stat().st_size > 20_000
     assert dialogs == []  # the <script> was never executed
+
+
+def test_predict_runs_each_variant_once_and_reports_that_runs_time(app):
+    module, _ = app
+    calls = {}
+    originals = {name: v.runner.forward for name, v in module.FAMILY.variants.items()}
+
+    def counting(name):
+        def forward(enc):
+            calls[name] = calls.get(name, 0) + 1
+            return originals[name](enc)
+        return forward
+
+    try:
+        for name, v in module.FAMILY.variants.items():
+            v.runner.forward = counting(name)
+        rows, _ = serving.predict(module.FAMILY, "a quietly moving film")
+    finally:
+        for name, v in module.FAMILY.variants.items():
+            v.runner.forward = originals[name]
+    assert calls == {name: 1 for name in module.FAMILY.variants}  # one forward answers and is timed
+    assert all(r["latency_ms"] > 0 for r in rows)
