@@ -13,7 +13,7 @@ import torch
 
 from .config import DatasetConfig, TeacherConfig
 from .data import TextData, label_names
-from .modeling import load_classifier, load_for_finetune
+from .modeling import encoder_layers, load_classifier, load_for_finetune
 
 log = logging.getLogger(__name__)
 LOG_EVERY = 50  # Trainer log lines (loss, lr) every this many steps: one line a few seconds apart on CPU
@@ -33,6 +33,23 @@ class _Encoded(torch.utils.data.Dataset):
         return item
 
 
+def freeze_lowest_layers(model, n: int) -> None:
+    """Keep the embeddings and the lowest ``n`` transformer blocks fixed (no gradient, no update)."""
+    from .errors import RecipeError
+
+    try:
+        layers = encoder_layers(model)
+    except ValueError as exc:
+        raise RecipeError(f"teacher.freeze_layers: {exc}") from exc
+    if n >= len(layers):
+        raise RecipeError(f"teacher.freeze_layers={n}: the model has only {len(layers)} layers; at least one must train")
+    # the whole embeddings block (position table and LayerNorm too): one trainable
+    # parameter below the frozen blocks would make backward run through all of them
+    embeddings = getattr(model.base_model, "embeddings", model.get_input_embeddings())
+    for module in [embeddings, *list(layers)[:n]]:
+        module.requires_grad_(False)
+
+
 def train_teacher(base_model: str, train: TextData, dcfg: DatasetConfig, tcfg: TeacherConfig, work_dir: Path):
     """Fine-tune ``base_model`` on ``train``; returns (model, tokenizer) in eval mode, on the CPU."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
@@ -43,6 +60,8 @@ def train_teacher(base_model: str, train: TextData, dcfg: DatasetConfig, tcfg: T
     model, tokenizer = load_for_finetune(base_model, label_names(dcfg, max(train.labels) + 1))
     if tcfg.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    if tcfg.freeze_layers:
+        freeze_lowest_layers(model, tcfg.freeze_layers)
     args = TrainingArguments(
         output_dir=str(work_dir),
         num_train_epochs=tcfg.epochs,

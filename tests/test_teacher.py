@@ -1,0 +1,36 @@
+"""Teacher fine-tuning knobs on the tiny model: what is frozen stays exactly as loaded."""
+import pytest
+import torch
+
+from compression.config import DatasetConfig, TeacherConfig
+from compression.data import TextData
+from compression.errors import RecipeError
+from compression.modeling import load_classifier
+from compression.teacher import train_teacher
+from conftest import synthetic
+
+
+def _data():
+    rows = synthetic(64, 5)
+    return TextData([t for t, _ in rows], [y for _, y in rows])
+
+
+def test_freeze_layers_keeps_embeddings_and_lowest_blocks_fixed(tiny_model, tmp_path):
+    before, _ = load_classifier(str(tiny_model))
+    cfg = TeacherConfig(max_steps=4, epochs=1, batch_size=16, learning_rate=1e-3, freeze_layers=1)
+    model, _ = train_teacher(str(tiny_model), _data(), DatasetConfig(label_names=("negative", "positive")), cfg, tmp_path)
+    old, new = dict(before.named_parameters()), dict(model.named_parameters())
+    for name in new:
+        same = torch.equal(old[name], new[name])
+        if name.startswith(("bert.embeddings.", "bert.encoder.layer.0.")):
+            assert same, f"{name} is frozen but changed"
+        elif name.startswith("bert.encoder.layer.1.") and name.endswith("weight"):
+            assert not same, f"{name} should have trained"
+
+
+def test_freeze_layers_must_leave_a_block_to_train(tiny_model, tmp_path):
+    cfg = TeacherConfig(max_steps=1, epochs=1, freeze_layers=2)  # the tiny model has 2 layers
+    with pytest.raises(RecipeError, match="only 2 layers"):
+        train_teacher(str(tiny_model), _data(), DatasetConfig(label_names=("negative", "positive")), cfg, tmp_path)
+    with pytest.raises(ValueError, match="freeze_layers must be >= 0"):
+        TeacherConfig(freeze_layers=-1)
