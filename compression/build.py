@@ -121,21 +121,59 @@ def preflight(recipe: Recipe, out_dir: Path, base_dir: Path | None = None, split
     return base, splits, skipped
 
 
+def training_work(todo: list[VariantSpec], n_train: int) -> list[float]:
+    """Each variant's own training work in build order: epochs x sentences over its torch steps,
+    a trained chain prefix counted once (the build trains a shared prefix once)."""
+    seen, out = set(), []
+    for spec in todo:
+        work = 0.0
+        for i, call in enumerate(spec.steps):
+            epochs = getattr(call.config, "epochs", None)
+            key = json.dumps([c.to_obj() for c in spec.steps[: i + 1]], sort_keys=True)
+            if not epochs or key in seen:
+                continue
+            seen.add(key)
+            work += float(epochs) * min(getattr(call.config, "train_samples", None) or n_train, n_train)
+        out.append(work)
+    return out
+
+
 class Progress:
-    """One log line per finished stage: elapsed time and, once a variant has finished, an estimate
-    of what is left (mean variant time x variants left; the teacher is a different kind of stage)."""
+    """One log line per finished stage: elapsed time and an estimate of what is left.
 
-    def __init__(self, variants: int):
-        self.total, self.done, self.start, self.times = variants + 1, 0, time.perf_counter(), []
+    A variant's time is modelled as a fixed part (export, quantization, measurement: the mean of
+    the variants that trained nothing) plus seconds per unit of training work (fitted to the
+    variants that trained), so one quick int8 row does not promise that a KD run is seconds away.
+    The teacher and resumed variants say nothing about a variant's time and are not fitted."""
 
-    def finished(self, what: str, seconds: float, variant: bool = True) -> None:
+    def __init__(self, work: list[float]):
+        self.work, self.total, self.done, self.next = list(work), len(work) + 1, 0, 0
+        self.start, self.fixed, self.trained = time.perf_counter(), [], []
+
+    def finished(self, what: str, seconds: float, kind: str = "variant") -> None:
+        """``kind``: "teacher", "variant" (fitted) or "reused" (finished earlier; not fitted)."""
         self.done += 1
-        if variant:
-            self.times.append(seconds)
-        left = (f"about {(self.total - self.done) * sum(self.times) / len(self.times) / 60:.1f} min left" if self.times
-                else f"{self.total - self.done} variants to go")
+        if kind != "teacher":
+            work = self.work[self.next]
+            self.next += 1
+            if kind == "variant":
+                (self.trained if work else self.fixed).append((seconds, work))
         log.info("[%d/%d] %s done in %.0f s; %.1f min elapsed, %s", self.done, self.total, what, seconds,
-                 (time.perf_counter() - self.start) / 60, left)
+                 (time.perf_counter() - self.start) / 60, self.left())
+
+    def left(self) -> str:
+        remaining = self.work[self.next:]
+        if not remaining:
+            return "all stages done"
+        if not (self.fixed or self.trained):
+            return f"{len(remaining)} variants to go"
+        fixed = sum(s for s, _ in self.fixed) / len(self.fixed) if self.fixed else 0.0
+        training = sum(1 for w in remaining if w)
+        if training and not self.trained:
+            return (f"about {fixed * len(remaining) / 60:.1f} min left plus {training} training "
+                    f"stage{'s' * (training > 1)} (estimated once one has run)")
+        per_unit = sum(max(s - fixed, 0.0) for s, _ in self.trained) / sum(w for _, w in self.trained) if self.trained else 0.0
+        return f"about {sum(fixed + per_unit * w for w in remaining) / 60:.1f} min left"
 
 
 def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, base_dir: Path | None = None,
@@ -152,11 +190,11 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
     artifacts.clear_stale(out_dir)
     save_recipe(recipe, out_dir / artifacts.RECIPE)
     todo = [v for v in recipe.variants if (not only or v.name in only) and v.name not in skipped]
-    progress = Progress(len(todo))
 
+    progress = Progress(training_work(todo, len(splits.get("train") or ())))
     t0 = time.perf_counter()
     teacher, tokenizer, references = _teacher(recipe, base, splits, out_dir, force)
-    progress.finished("teacher", time.perf_counter() - t0, variant=False)
+    progress.finished("teacher", time.perf_counter() - t0, kind="teacher")
     reference, ood_reference = references or _references(teacher, tokenizer, splits, recipe)
     ctx = BuildContext(recipe, out_dir, splits, teacher, tokenizer)
     cfg = recipe.evaluation
@@ -167,7 +205,7 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
         final = out_dir / spec.name
         if not force and artifacts.is_finished(final, fp):
             log.info("%s: finished earlier, skipping (delete the folder or pass force to rebuild)", spec.name)
-            progress.finished(f"{spec.name} (reused)", time.perf_counter() - t0)
+            progress.finished(f"{spec.name} (reused)", time.perf_counter() - t0, kind="reused")
             continue
         tmp = artifacts.temp_folder(out_dir, spec.name)
         log.info("%s: %s", spec.name, " -> ".join(c.name for c in spec.steps))

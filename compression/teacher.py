@@ -88,4 +88,8 @@ def train_teacher(base_model: str, train: TextData, dcfg: DatasetConfig, tcfg: T
     )
     log.info("fine-tuning the teacher on %d examples (%s epochs)", len(train), tcfg.epochs)
     trainer.train()
-    return trainer.model.cpu().eval(), tokenizer
+    model = trainer.model.cpu().eval()
+    # freezing is how the teacher was trained, not a property of the teacher: every later step
+    # (Taylor importance for pruning, students copied from its layers) needs gradients everywhere
+    model.requires_grad_(True)
+    return model, tokenizer

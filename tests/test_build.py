@@ -169,10 +169,13 @@ def test_distill_prune_vocab_chain_in_a_real_build_trains_the_shared_prefix_once
         "narrow-int8": [distill, narrow, "quantize_dynamic"],
         "narrow-vocab-int8-emb4": [distill, narrow, {"vocab_prune": {"general_words": 0, "keep_chars": False}}, "quantize_dynamic",
                                    "quantize_embeddings_4bit"],
+        "pruned-int8": [narrow, "quantize_dynamic"],  # Taylor importance straight on the teacher
     })
+    d["teacher"]["freeze_layers"] = 1  # trained with a frozen block, as the demo teacher is: gradients must be back after
     caplog.set_level("INFO", logger="compression")
     summary = build(Recipe.from_dict(d), tmp_path / "out")
     rows = {r["variant"]: r for r in summary["rows"]}
+    assert rows["pruned-int8"]["encoder_params"] < 0.55 * rows["pruned-int8"]["encoder_params_before"]
     reused = [r.getMessage() for r in caplog.records if "reusing the result of distill -> prune_structured" in r.getMessage()]
     assert len(reused) == 1  # the second chain took the trained prefix from the cache
     small = rows["narrow-vocab-int8-emb4"]
@@ -188,9 +191,23 @@ def test_progress_lines_estimate_from_variant_stages_only(caplog):
     from compression.build import Progress
 
     caplog.set_level("INFO", logger="compression")
-    p = Progress(variants=3)
-    p.finished("teacher", 600.0, variant=False)   # a 10-minute teacher says nothing about a variant's time
+    p = Progress(work=[0, 0, 1000, 2000])                 # two quick rows, then two training rows
+    p.finished("teacher", 600.0, kind="teacher")         # a 10-minute teacher says nothing about a variant's time
     p.finished("int8", 30.0)
+    p.finished("old-row (reused)", 0.1, kind="reused")    # finished earlier: not a timing sample
+    p.finished("kd", 130.0)                               # 30 s fixed + 100 s for 1000 units of training
     lines = [r.getMessage() for r in caplog.records]
-    assert lines[0].startswith("[1/4] teacher done in 600 s") and lines[0].endswith("3 variants to go")
-    assert lines[1].startswith("[2/4] int8 done in 30 s") and lines[1].endswith("about 1.0 min left")  # 2 x 30 s
+    assert lines[0].startswith("[1/5] teacher done in 600 s") and lines[0].endswith("4 variants to go")
+    assert lines[1].endswith("about 1.5 min left plus 2 training stages (estimated once one has run)")  # 3 x 30 s
+    assert lines[2].endswith("about 1.0 min left plus 2 training stages (estimated once one has run)")  # reused: not fitted
+    assert lines[3].startswith("[4/5] kd done in 130 s") and lines[3].endswith("about 3.8 min left")  # 30 + 0.1 x 2000 s
+
+
+def test_training_work_counts_a_shared_prefix_once():
+    from compression.build import training_work
+    from compression.recipe import Recipe
+
+    kd = {"distill": {"num_layers": 1, "epochs": 2, "train_samples": 100}}
+    recipe = Recipe.from_dict({"version": 1, "variants": {"a": [kd], "b": [kd, "quantize_dynamic"], "c": ["export"],
+                                                            "d": [{"distill": {"num_layers": 1, "epochs": 1}}]}})
+    assert training_work(list(recipe.variants), n_train=400) == [200.0, 0.0, 0.0, 400.0]

@@ -26,6 +26,8 @@ def test_freeze_layers_keeps_embeddings_and_lowest_blocks_fixed(tiny_model, tmp_
             assert same, f"{name} is frozen but changed"
         elif name.startswith("bert.encoder.layer.1.") and name.endswith("weight"):
             assert not same, f"{name} should have trained"
+    # frozen only while the teacher trains: pruning's importance scores and students need gradients
+    assert all(p.requires_grad for p in model.parameters())
 
 
 def test_freeze_layers_must_leave_a_block_to_train(tiny_model, tmp_path):
