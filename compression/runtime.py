@@ -8,6 +8,7 @@ import this module without torch or transformers. It reads ``tokenizer.json`` an
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -89,6 +90,9 @@ class OnnxRunner(Runner):
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
         self.pad_id = self._pad_id()
+        # runners with equal keys encode a text identically (same tokenizer file, length, pad, inputs)
+        self.encode_key = (hashlib.sha1((self.folder / "tokenizer.json").read_bytes()).hexdigest(), self.max_length,
+                           self.pad_id, tuple(self.input_names))
 
     def _pad_id(self) -> int:
         tc = self.folder / "tokenizer_config.json"

@@ -164,8 +164,13 @@ def predict(family: VariantFamily, text: str) -> tuple[list[dict], list[str]]:
     if not text:
         return [], ["Please type a sentence to classify (the input was empty)."]
 
+    encoded: dict = {}  # one tokenization per distinct tokenizer, not per variant
+    for v in family.variants.values():
+        if v.runner.encode_key not in encoded:
+            encoded[v.runner.encode_key] = v.runner.encode([text])
+
     def run(v: Variant):  # one forward per variant: its answer and its time
-        return v, *timed_forward(v.runner, v.runner.encode([text]))
+        return v, *timed_forward(v.runner, encoded[v.runner.encode_key])
 
     rows = []
     for v, logits, ms in family.map(run, list(family.variants.values())):

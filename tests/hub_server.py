@@ -318,8 +318,18 @@ def start_space(folder, tmp_path, port):
     (blocker / "sitecustomize.py").write_text(NO_TORCH)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BCS_")}
     env.update(PYTHONPATH=str(blocker), PORT=str(port), HF_HUB_CACHE=str(tmp_path / "space-cache"))
-    return subprocess.Popen([sys.executable, "app.py"], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    # output to a file, not a pipe: nobody reads a pipe while the app runs, and once its 64 KiB
+    # buffer filled (a load test logs per request) the app blocked on a write and answered nobody
+    log_path = tmp_path / "space-app.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path = log_path
+    return proc
+
+
+def space_output(proc) -> str:
+    """Everything the Space app printed so far."""
+    return proc.log_path.read_text(errors="replace")
 
 
 def wait_http(url, proc, seconds=180):
@@ -329,7 +339,7 @@ def wait_http(url, proc, seconds=180):
     deadline = time.time() + seconds
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"the Space app exited early:\n{proc.stdout.read()}")
+            raise AssertionError(f"the Space app exited early:\n{space_output(proc)}")
         try:
             urllib.request.urlopen(url, timeout=2)
             return

@@ -191,3 +191,10 @@ def test_predict_runs_each_variant_once_and_reports_that_runs_time(app):
             v.runner.forward = originals[name]
     assert calls == {name: 1 for name in module.FAMILY.variants}  # one forward answers and is timed
     assert all(r["latency_ms"] > 0 for r in rows)
+    # one tokenization per distinct tokenizer, and each variant's answer is what its own encoding gives
+    keys = {v.runner.encode_key for v in module.FAMILY.variants.values()}
+    assert len(keys) < len(module.FAMILY.variants)
+    for r in rows:
+        runner = module.FAMILY.variants[r["variant"]].runner
+        probs = serving.softmax(runner.forward(runner.encode(["a quietly moving film"])))[0]
+        assert abs(r["confidence"] - round(float(probs.max()), 4)) < 1e-3

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import HUB_PORT, REPO
-from hub_server import Handler, HubState, git_sha1, start_space, wait_http
+from hub_server import Handler, HubState, git_sha1, space_output, start_space, wait_http
 
 TOKEN = "hf_testtoken_DO_NOT_LEAK_1234567890"
 READONLY = "hf_readonly_token_0987654321"
@@ -303,5 +303,6 @@ def test_space_from_published_repos_runs_without_torch_in_a_browser(hub, publish
             browser.close()
     finally:
         proc.terminate()
-        out = proc.communicate(timeout=30)[0]
+        proc.wait(timeout=30)
+        out = space_output(proc)
     assert "No module named 'torch'" not in out and "Traceback" not in out, out
