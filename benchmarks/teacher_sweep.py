@@ -94,9 +94,9 @@ def main() -> int:
         train_s = time.perf_counter() - t0
         rows.append({"setting": spec, **s, "train_s": round(train_s, 1), "dev_accuracy": accuracy(model, tok, dev)})
         print(f"{spec:45s} train {train_s:6.1f} s  dev accuracy {rows[-1]['dev_accuracy']:.4f}", flush=True)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "cpu_flags": cpu_flags(), "cores": torch.get_num_threads(),
-                                           "pool": len(pool), "dev": len(dev), "rows": rows}, indent=1))
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)  # after every row: a long sweep can be stopped
+        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "cpu_flags": cpu_flags(), "cores": torch.get_num_threads(),
+                                               "pool": len(pool), "dev": len(dev), "rows": rows}, indent=1))
     return 0
 
 
