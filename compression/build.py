@@ -121,19 +121,22 @@ def preflight(recipe: Recipe, out_dir: Path, base_dir: Path | None = None, split
     return base, splits, skipped
 
 
-def training_work(todo: list[VariantSpec], n_train: int) -> list[float]:
-    """Each variant's own training work in build order: epochs x sentences over its torch steps,
-    a trained chain prefix counted once (the build trains a shared prefix once)."""
+def training_work(todo: list[VariantSpec], n_train: int, teacher_layers: int = 1) -> list[float]:
+    """Each variant's own training work in build order: epochs x sentences x encoder layers of the
+    model being trained, over its torch steps; a trained chain prefix counted once (the build trains
+    a shared prefix once). Depth, not width: on SST-2's short phrases a narrow-pruned 6-layer model
+    cost 6.0 ms per KD sentence and a 3-layer student 2.8 ms (demo build, 2 cores)."""
     seen, out = set(), []
     for spec in todo:
-        work = 0.0
+        work, depth = 0.0, teacher_layers
         for i, call in enumerate(spec.steps):
+            depth = getattr(call.config, "num_layers", None) or len(getattr(call.config, "layers", None) or ()) or depth
             epochs = getattr(call.config, "epochs", None)
             key = json.dumps([c.to_obj() for c in spec.steps[: i + 1]], sort_keys=True)
             if not epochs or key in seen:
                 continue
             seen.add(key)
-            work += float(epochs) * min(getattr(call.config, "train_samples", None) or n_train, n_train)
+            work += float(epochs) * min(getattr(call.config, "train_samples", None) or n_train, n_train) * depth
         out.append(work)
     return out
 
@@ -191,9 +194,10 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
     save_recipe(recipe, out_dir / artifacts.RECIPE)
     todo = [v for v in recipe.variants if (not only or v.name in only) and v.name not in skipped]
 
-    progress = Progress(training_work(todo, len(splits.get("train") or ())))
+    progress = Progress([0.0] * len(todo))
     t0 = time.perf_counter()
     teacher, tokenizer, references = _teacher(recipe, base, splits, out_dir, force)
+    progress.work = training_work(todo, len(splits.get("train") or ()), getattr(teacher.config, "num_hidden_layers", 1))
     progress.finished("teacher", time.perf_counter() - t0, kind="teacher")
     reference, ood_reference = references or _references(teacher, tokenizer, splits, recipe)
     ctx = BuildContext(recipe, out_dir, splits, teacher, tokenizer)

@@ -211,3 +211,7 @@ def test_training_work_counts_a_shared_prefix_once():
     recipe = Recipe.from_dict({"version": 1, "variants": {"a": [kd], "b": [kd, "quantize_dynamic"], "c": ["export"],
                                                             "d": [{"distill": {"num_layers": 1, "epochs": 1}}]}})
     assert training_work(list(recipe.variants), n_train=400) == [200.0, 0.0, 0.0, 400.0]
+    # a 1-layer student costs a sixth of what the same KD on a 6-layer model costs
+    prune = {"prune_structured": {"heads_fraction": 0.5, "epochs": 1, "train_samples": 100}}
+    deep = Recipe.from_dict({"version": 1, "variants": {"p": [prune], "s": [kd, prune]}})
+    assert training_work(list(deep.variants), n_train=400, teacher_layers=6) == [600.0, 300.0]
