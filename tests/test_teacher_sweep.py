@@ -1,0 +1,33 @@
+"""The demo teacher is chosen on held-out training sentences: the dev slice must not leak into the pool."""
+import importlib.util
+import random
+
+from compression.data import TextData
+from conftest import REPO
+
+
+def _sweep():
+    spec = importlib.util.spec_from_file_location("teacher_sweep", REPO / "benchmarks" / "teacher_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dev_slice_is_whole_sentences_whose_phrases_are_not_trained_on(monkeypatch):
+    sweep = _sweep()
+    monkeypatch.setattr(sweep, "DEV_SIZE", 5)
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(300)]
+    sentences = [" ".join(rng.sample(words, 16)) for _ in range(20)]
+    texts, labels = [], []
+    for k, s in enumerate(sentences):  # SST-2's shape: each sentence plus its sub-phrases, one row each
+        toks = s.split()
+        for phrase in [s, " ".join(toks[:8]), " ".join(toks[4:7]), toks[0] + " " + toks[1], toks[3]]:
+            texts.append(phrase + " ")
+            labels.append(k % 2)
+    pool, dev = sweep.dev_split(TextData(texts, labels))
+    assert len(dev) == 5 and all(t.strip() in sentences for t in dev.texts)  # whole sentences only
+    for t in pool.texts:
+        if len(t.split()) >= sweep.MIN_LEAK_WORDS:  # no phrase of 3+ words from inside a dev sentence
+            assert not any(f" {t.strip()} " in f" {d.strip()} " for d in dev.texts), t
+    assert len(pool) + len(dev) < len(texts) and len(pool) > 0.7 * len(texts)  # only the dev sentences' phrases went
