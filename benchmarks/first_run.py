@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from compression import artifacts
-from compression.metrics import cpu_flags, cpu_name
+from compression.machine import cpu_flags, cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,12 +16,11 @@ Prints a table and writes JSON with the CPU named:
   server, 50 threaded gradio_client callers burned ~95 ms of client CPU per request, more than the
   server's own work, and measured the client instead of the Space. ``--load-client gradio_client``
   runs that path anyway.
-Everything talks to 127.0.0.1 only. The Hub server is the one the tests use (tests/hub_server.py).
+Everything talks to 127.0.0.1 only. The Hub server is the one the tests use (compression/hubserver.py).
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -41,13 +40,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _hub_module():
-    spec = importlib.util.spec_from_file_location("hub_server", REPO / "tests" / "hub_server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def pct(values, q):
@@ -126,7 +118,7 @@ def main() -> int:
     # the Hub client reads its endpoint at import: set it before anything imports huggingface_hub
     os.environ.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HUB_DISABLE_XET="1", HF_HUB_CACHE=str(work_root / "cache"),
                       HF_HUB_DISABLE_TELEMETRY="1")
-    hub_server = _hub_module()
+    from compression import hubserver as hub_server
     from http.server import ThreadingHTTPServer
 
     (work_root / "hub").mkdir()
@@ -140,7 +132,7 @@ def main() -> int:
 
     from compression import artifacts, serving
     from compression.hub import publish, publish_space
-    from compression.metrics import cpu_flags, cpu_name
+    from compression.machine import cpu_flags, cpu_name
 
     src = Path(args.variants_dir)
     work = work_root / "variants"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from compression.metrics import cpu_flags, cpu_name
+from compression.machine import cpu_flags, cpu_name
 
 TEACHER_MIN = 0.905          # issue #9
 TINY_MAX_MB = 4.5            # issue #10: 1/20 of the teacher

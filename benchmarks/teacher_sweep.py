@@ -13,7 +13,7 @@ deterministic subset of that pool and is scored on the dev slice. Prints a table
 JSON with wall time and the CPU named.
 
 Settings are comma-separated key=value: samples (training phrases), epochs, lr, batch,
-freeze_layers, warmup.
+freeze_layers, warmup, precision (auto/fp32/bf16), dropout (-1 = the model's own), seed.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import torch
 
 from compression.config import DatasetConfig, TeacherConfig
 from compression.data import TextData, read_file
-from compression.metrics import cpu_flags, cpu_name
+from compression.machine import cpu_flags, cpu_name
 from compression.modeling import resolve_base_model
 from compression.teacher import train_teacher
 
@@ -53,12 +53,14 @@ def dev_split(train: TextData, seed: int = 0) -> tuple[TextData, TextData]:
 
 
 def parse(spec: str) -> dict:
-    out = {"samples": 32000, "epochs": 1.0, "lr": 1e-4, "batch": 32, "freeze_layers": 0, "warmup": 0.06}
+    out = {"samples": 32000, "epochs": 1.0, "lr": 1e-4, "batch": 32, "freeze_layers": 0, "warmup": 0.06,
+           "precision": "fp32", "dropout": -1.0, "seed": 42}
     for part in filter(None, spec.split(",")):
         key, value = part.split("=")
         if key not in out:
             raise SystemExit(f"unknown setting {key!r}; known: {sorted(out)}")
-        out[key] = type(out[key])(float(value)) if key != "lr" else float(value)
+        kind = type(out[key])
+        out[key] = value if kind is str else float(value) if key in ("lr", "dropout") else kind(float(value))
     return out
 
 
@@ -87,7 +89,8 @@ def main() -> int:
         s = parse(spec)
         dcfg = DatasetConfig(path=args.data, label_names=("negative", "positive"))
         tcfg = TeacherConfig(epochs=s["epochs"], batch_size=s["batch"], learning_rate=s["lr"], warmup_ratio=s["warmup"],
-                             freeze_embeddings=True, freeze_layers=s["freeze_layers"])
+                             freeze_embeddings=True, freeze_layers=s["freeze_layers"], precision=s["precision"],
+                             dropout=None if s["dropout"] < 0 else s["dropout"], seed=s["seed"])
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as work:
             model, tok = train_teacher(resolve_base_model(None), pool.subset(s["samples"], dcfg.seed), dcfg, tcfg, Path(work))

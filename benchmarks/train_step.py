@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from compression.metrics import cpu_flags, cpu_name
+from compression.machine import cpu_flags, cpu_name
 from compression.modeling import default_base_model
 from compression.steps.distill import make_student, spread_layers
 

@@ -56,12 +56,12 @@ def _publish(args):
 
 def _publish_space(args):
     from . import artifacts
-    from .hub import publish_space, publishable
+    from .hub import publish_space
 
     repos = args.repos
     if not repos:
         folders = artifacts.list_variants(Path(args.variants_dir))
-        repos = [f"{args.namespace}/{args.prefix}-{f.name}" for f in folders if publishable(f)]
+        repos = [f"{args.namespace}/{args.prefix}-{f.name}" for f in folders if artifacts.publishable(f)]
     print(publish_space(args.namespace, repos, args.name, args.private))
 
 

@@ -1,9 +1,10 @@
 """The build: recipe -> fine-tuned teacher -> one folder per variant -> report.
 
-The output folder's layout belongs to :mod:`compression.artifacts`; what each step does,
-and how a terminal step's result is saved, belongs to its Step. This module only runs
-chains in order, shares work between them (teacher logits, the teacher's ONNX export,
-trained chain prefixes) and measures each result once.
+The output folder's layout belongs to :mod:`compression.artifacts`, the progress file and lock
+to :mod:`compression.progress`; what each step does, how much it trains and how a terminal
+step's result is saved belong to its Step. This module only runs chains in order, shares work
+between them (teacher logits, the teacher's ONNX export, trained chain prefixes) and measures
+each result once, through one ``_complete`` for the teacher and every variant alike.
 """
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ from tqdm.auto import tqdm
 from . import artifacts, report
 from .config import VariantSpec
 from .data import load_splits
-from .errors import BuildError, RecipeError, StepNotApplicable
-from .metrics import measure, predictions
-from .modeling import check_base_model, check_classifier, load_classifier, resolve_base_model
+from .errors import ArtifactError, BuildError, RecipeError, StepNotApplicable
+from .loader import load_runner
+from .metrics import measure
+from .modeling import check_base_model, check_classifier, load_classifier, num_layers, resolve_base_model
+from .progress import BuildLock, Progress
 from .recipe import Recipe, load_recipe, save_recipe
-from .registry import chain_tags, get_step, not_applicable
-from .runtime import FORMAT_ONNX, FORMAT_TORCH, TorchRunner, is_multi_label
+from .registry import chain_tags, chain_work, get_step, not_applicable
+from .runtime import TorchRunner
 from .steps.export import export_onnx
 from .steps.training import teacher_logits_for
 from .teacher import train_teacher
@@ -55,14 +58,20 @@ class ChainState:
 
 
 class BuildContext:
-    """What steps may need beyond their config: data, tokenizer, teacher, shared caches."""
+    """What steps may need beyond their config: data, tokenizer, teacher, shared caches, progress."""
 
-    def __init__(self, recipe: Recipe, out_dir: Path, splits, teacher, tokenizer):
+    def __init__(self, recipe: Recipe, out_dir: Path, splits, teacher, tokenizer, progress: Progress | None = None):
         self.recipe, self.out_dir, self.splits = recipe, out_dir, splits
         self.teacher, self.tokenizer = teacher, tokenizer
+        self.progress = progress
         self._teacher_onnx: Path | None = None
         self._train_logits = None
         self.prefix_cache: dict[str, ChainState] = {}  # PyTorch state after a chain prefix
+
+    def train_step(self, done: int, total: int) -> None:
+        """KD loops report their steps here: the progress file (and the app's bar) follow them."""
+        if self.progress is not None:
+            self.progress.step(done, total)
 
     def teacher_train_logits(self):
         """Teacher logits on the training split, computed once per build for every KD step."""
@@ -74,7 +83,7 @@ class BuildContext:
     def teacher_onnx(self) -> Path:
         """Export the teacher once per build and share it between variants."""
         if self._teacher_onnx is None:
-            cache = self.out_dir / ".cache"
+            cache = self.out_dir / artifacts.CACHE
             cache.mkdir(exist_ok=True)
             path = cache / f"teacher-{teacher_fingerprint(self.recipe)}.onnx"
             if not path.is_file():
@@ -100,8 +109,8 @@ def teacher_fingerprint(recipe: Recipe) -> str:
 def preflight(recipe: Recipe, out_dir: Path, base_dir: Path | None = None, splits=None, skip_not_applicable: bool = False):
     """Everything that can be checked before training: output dir, model, data, every chain.
 
-    Returns (base model, splits, {variant: reason} of variants that cannot apply to this
-    model). Those are an error unless ``skip_not_applicable`` (optimize builds the rest)."""
+    Returns (base model, its config, splits, {variant: reason} of variants that cannot apply to
+    this model). Those are an error unless ``skip_not_applicable`` (optimize builds the rest)."""
     check_output_dir(out_dir)
     base = resolve_base_model(recipe.base_model)
     model_config = check_base_model(base)
@@ -118,99 +127,77 @@ def preflight(recipe: Recipe, out_dir: Path, base_dir: Path | None = None, split
     if splits is None:
         splits = load_splits(recipe.dataset, base_dir, recipe.evaluation.ood_path, recipe.evaluation.ood_samples,
                              model_config.num_labels if recipe.teacher.skip else None)
-    return base, splits, skipped
+    return base, model_config, splits, skipped
+
+
+def build_order(variants: list[VariantSpec]) -> list[VariantSpec]:
+    """Variants that train nothing first (a page fills with servable rows within a minute of the
+    teacher), then the training chains in recipe order (shared prefixes stay together)."""
+    trains = lambda v: any(get_step(c.name).work is not None for c in v.steps)  # noqa: E731
+    return [v for v in variants if not trains(v)] + [v for v in variants if trains(v)]
 
 
 def training_work(todo: list[VariantSpec], n_train: int, teacher_layers: int = 1) -> list[float]:
-    """Each variant's own training work in build order: epochs x sentences x encoder layers of the
-    model being trained, over its torch steps; a trained chain prefix counted once (the build trains
-    a shared prefix once). Depth, not width: on SST-2's short phrases a narrow-pruned 6-layer model
-    cost 6.0 ms per KD sentence and a 3-layer student 2.8 ms (demo build, 2 cores)."""
-    seen, out = set(), []
-    for spec in todo:
-        work, depth = 0.0, teacher_layers
-        for i, call in enumerate(spec.steps):
-            depth = getattr(call.config, "num_layers", None) or len(getattr(call.config, "layers", None) or ()) or depth
-            epochs = getattr(call.config, "epochs", None)
-            key = json.dumps([c.to_obj() for c in spec.steps[: i + 1]], sort_keys=True)
-            if not epochs or key in seen:
-                continue
-            seen.add(key)
-            work += float(epochs) * min(getattr(call.config, "train_samples", None) or n_train, n_train) * depth
-        out.append(work)
-    return out
-
-
-class Progress:
-    """One log line per finished stage: elapsed time and an estimate of what is left.
-
-    A variant's time is modelled as a fixed part (export, quantization, measurement: the mean of
-    the variants that trained nothing) plus seconds per unit of training work (fitted to the
-    variants that trained), so one quick int8 row does not promise that a KD run is seconds away.
-    The teacher and resumed variants say nothing about a variant's time and are not fitted."""
-
-    def __init__(self, work: list[float]):
-        self.work, self.total, self.done, self.next = list(work), len(work) + 1, 0, 0
-        self.start, self.fixed, self.trained = time.perf_counter(), [], []
-
-    def finished(self, what: str, seconds: float, kind: str = "variant") -> None:
-        """``kind``: "teacher", "variant" (fitted) or "reused" (finished earlier; not fitted)."""
-        self.done += 1
-        if kind != "teacher":
-            work = self.work[self.next]
-            self.next += 1
-            if kind == "variant":
-                (self.trained if work else self.fixed).append((seconds, work))
-        log.info("[%d/%d] %s done in %.0f s; %.1f min elapsed, %s", self.done, self.total, what, seconds,
-                 (time.perf_counter() - self.start) / 60, self.left())
-
-    def left(self) -> str:
-        remaining = self.work[self.next:]
-        if not remaining:
-            return "all stages done"
-        if not (self.fixed or self.trained):
-            return f"{len(remaining)} variants to go"
-        fixed = sum(s for s, _ in self.fixed) / len(self.fixed) if self.fixed else 0.0
-        training = sum(1 for w in remaining if w)
-        if training and not self.trained:
-            return (f"about {fixed * len(remaining) / 60:.1f} min left plus {training} training "
-                    f"stage{'s' * (training > 1)} (estimated once one has run)")
-        per_unit = sum(max(s - fixed, 0.0) for s, _ in self.trained) / sum(w for _, w in self.trained) if self.trained else 0.0
-        return f"about {sum(fixed + per_unit * w for w in remaining) / 60:.1f} min left"
+    """Each variant's own training work in build order (sentence passes x encoder layers, as the
+    steps declare it); a chain prefix shared with an earlier variant is counted once."""
+    seen: set = set()
+    return [chain_work(spec, n_train, teacher_layers, seen) for spec in todo]
 
 
 def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, base_dir: Path | None = None,
           force: bool = False, splits=None, skip_not_applicable: bool = False) -> dict:
     """Build (or resume) every variant of ``recipe`` into ``out_dir``; returns the report summary.
 
-    ``splits`` ({"train", "eval"[, "ood"]} TextData) replaces loading ``recipe.dataset``.
-    With ``skip_not_applicable``, variants whose steps cannot apply to this model are
-    skipped with a one-line reason (listed under ``summary["skipped"]``)."""
+    Holds the folder's build lock throughout (a second build of the same folder stops with a
+    BuildError) and keeps ``progress.json`` current; a failure is written there as one line
+    before it is raised. ``splits`` ({"train", "eval"[, "ood"]} TextData) replaces loading
+    ``recipe.dataset``. With ``skip_not_applicable``, variants whose steps cannot apply to this
+    model are skipped with a one-line reason (listed under ``summary["skipped"]``)."""
     out_dir = Path(out_dir)
     for name in only or ():
         recipe.variant(name)  # unknown names fail before any work
-    base, splits, skipped = preflight(recipe, out_dir, base_dir, splits, skip_not_applicable)
-    artifacts.clear_stale(out_dir)
-    save_recipe(recipe, out_dir / artifacts.RECIPE)
-    todo = [v for v in recipe.variants if (not only or v.name in only) and v.name not in skipped]
+    check_output_dir(out_dir)
+    with BuildLock(out_dir):
+        progress = None
+        try:
+            base, model_config, splits, skipped = preflight(recipe, out_dir, base_dir, splits, skip_not_applicable)
+            artifacts.clear_stale(out_dir)
+            save_recipe(recipe, out_dir / artifacts.RECIPE)
+            todo = build_order([v for v in recipe.variants if (not only or v.name in only) and v.name not in skipped])
+            n_train, depth = len(splits.get("train") or ()), num_layers(model_config) or 1
+            teacher_work = 0.0 if recipe.teacher.skip else recipe.teacher.epochs * n_train * depth
+            progress = Progress(out_dir, [v.name for v in todo], training_work(todo, n_train, depth), teacher_work)
+            for name, reason in skipped.items():
+                progress.skipped[name] = reason
+            summary = _build(recipe, out_dir, todo, base, splits, force, progress)
+            summary["skipped"] = {**skipped, **summary.get("skipped", {})}
+            progress.done()
+            return summary
+        except BaseException as exc:
+            line = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:400]
+            if progress is None:
+                progress = Progress(out_dir, [v.name for v in recipe.variants], [0.0] * len(recipe.variants))
+            progress.fail("stopped by the user" if isinstance(exc, KeyboardInterrupt) else line)
+            raise
 
-    progress = Progress([0.0] * len(todo))
+
+def _build(recipe, out_dir, todo, base, splits, force, progress) -> dict:
     t0 = time.perf_counter()
-    teacher, tokenizer, references = _teacher(recipe, base, splits, out_dir, force)
-    progress.work = training_work(todo, len(splits.get("train") or ()), getattr(teacher.config, "num_hidden_layers", 1))
-    progress.finished("teacher", time.perf_counter() - t0, kind="teacher")
-    reference, ood_reference = references or _references(teacher, tokenizer, splits, recipe)
-    ctx = BuildContext(recipe, out_dir, splits, teacher, tokenizer)
-    cfg = recipe.evaluation
-
+    teacher, tokenizer, reference, reused = _teacher(recipe, base, splits, out_dir, force, progress)
+    progress.teacher_done(time.perf_counter() - t0, reused)
+    ctx = BuildContext(recipe, out_dir, splits, teacher, tokenizer, progress)
+    skipped = {}
     for spec in tqdm(todo, desc="variants", unit="variant"):
         t0 = time.perf_counter()
         fp = spec.fingerprint(recipe)
         final = out_dir / spec.name
         if not force and artifacts.is_finished(final, fp):
             log.info("%s: finished earlier, skipping (delete the folder or pass force to rebuild)", spec.name)
-            progress.finished(f"{spec.name} (reused)", time.perf_counter() - t0, kind="reused")
+            progress.variant_done(spec.name, time.perf_counter() - t0, kind="reused")
             continue
+        if final.exists() and (problem := artifacts.verify(final)):
+            log.warning("%s: rebuilding (%s)", spec.name, problem)
+        progress.begin(spec.name)
         tmp = artifacts.temp_folder(out_dir, spec.name)
         log.info("%s: %s", spec.name, " -> ".join(c.name for c in spec.steps))
         try:
@@ -219,73 +206,89 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
             log.warning("%s skipped: %s", spec.name, exc)
             skipped[spec.name] = str(exc)
             shutil.rmtree(tmp, ignore_errors=True)
+            progress.skip(spec.name, str(exc))
             continue
         model_config.save_pretrained(tmp)
         chain_tokenizer.save_pretrained(tmp)
-        artifacts.write_config(tmp, spec.name, [c.to_obj() for c in spec.steps], recipe.to_dict(), base, fmt, fp)
-        runner = artifacts.load_runner(tmp, cfg.threads, recipe.dataset.max_length)
-        metrics, _, _ = measure(runner, splits["eval"].texts, splits["eval"].labels, cfg, reference, splits.get("ood"), ood_reference)
-        metrics.update(notes)
-        metrics.update(variant=spec.name, fingerprint=fp, steps=[c.name for c in spec.steps], tags=chain_tags(spec),
-                       eval_data=_data_name(recipe, splits))
-        artifacts.write_metrics(tmp, metrics)
-        del runner
-        artifacts.move_into_place(tmp, final)
-        log.info("%s: accuracy %.4f, p50 %.2f ms, %.1f MB", spec.name, metrics["accuracy"], metrics["latency_p50_ms"], metrics["size_mb"])
-        progress.finished(spec.name, time.perf_counter() - t0)
+        metrics = _complete(tmp, final, spec.name, [c.to_obj() for c in spec.steps], fmt, fp, recipe, base, splits,
+                            lambda: load_runner(tmp, recipe.evaluation.threads, recipe.dataset.max_length), reference,
+                            {**notes, "tags": chain_tags(spec)})
+        log.info("%s: accuracy %.4f, p50 %.2f ms, %.1f MB", spec.name, metrics["accuracy"], metrics["latency_p50_ms"],
+                 metrics["size_mb"])
+        progress.variant_done(spec.name, time.perf_counter() - t0)
     summary = report.write_report(out_dir, recipe.evaluation.recommend_tolerance)
     summary["skipped"] = skipped
     return summary
 
 
-def _data_name(recipe: Recipe, splits) -> str:
+def _data_name(recipe: Recipe) -> str:
     d = recipe.dataset
     return d.eval_path or f"{d.path} ({d.eval_split})"
 
 
-def _references(teacher, tokenizer, splits, recipe):
-    """The teacher's predictions on the evaluation (and out-of-domain) sentences: what agreement is measured against."""
-    runner = TorchRunner(teacher, tokenizer, recipe.evaluation.accuracy_threads or os.cpu_count() or 1, recipe.dataset.max_length)
-    multi = is_multi_label(teacher.config)
-    ref = predictions(runner.logits(splits["eval"].texts), multi)
-    ood = predictions(runner.logits(splits["ood"].texts), multi) if "ood" in splits else None
-    return ref, ood
+def _complete(tmp: Path, final: Path, name: str, steps: list, fmt: str, fp: str, recipe: Recipe, base: str, splits,
+              open_runner, reference: dict | None, extra: dict) -> dict:
+    """Finish one folder, the teacher's or a variant's: its config, its measurement (``open_runner()``
+    after the config is written) against the teacher's predictions, then ``artifacts.finish``
+    (manifest, metrics.json, atomic move)."""
+    artifacts.write_config(tmp, name, steps, recipe.to_dict(), base, fmt, fp)
+    metrics, preds = measure(open_runner(), splits["eval"], recipe.evaluation, reference, splits.get("ood"))
+    metrics.update(extra)
+    metrics.update(variant=name, fingerprint=fp, steps=[next(iter(s)) for s in steps], format=fmt, eval_data=_data_name(recipe))
+    return artifacts.finish(tmp, final, metrics, preds)
 
 
-def _teacher(recipe, base, splits, out_dir, force):
+def _teacher_extra(splits) -> dict:
+    """The teacher against itself: what every other row's comparison columns read for it."""
+    extra = {"agreement": 1.0, "tags": ["pytorch", "fp32"], "delta_accuracy": 0.0, "delta_accuracy_ci95": [0.0, 0.0],
+             "flips_lost": 0, "flips_gained": 0}
+    if "ood" in splits:
+        extra.update(ood_agreement=1.0, ood_delta_balanced_accuracy=0.0, ood_delta_balanced_accuracy_ci95=[0.0, 0.0])
+    return extra
+
+
+def _teacher(recipe, base, splits, out_dir, force, progress):
     """Train the teacher or reuse a finished one; the teacher folder is a row too.
 
-    Returns (model, tokenizer, references): the teacher's predictions on the evaluation and
-    out-of-domain sentences when it was just measured, else None (a reused teacher)."""
+    Returns (model, tokenizer, its predictions {"eval", "ood"}, reused?): the reference every
+    variant's agreement and paired difference are measured against, made in one place."""
     fp = teacher_fingerprint(recipe)
     final = out_dir / artifacts.TEACHER
     if not force and artifacts.is_finished(final, fp):
-        log.info("teacher: finished earlier, reusing %s", final)
-        return (*load_classifier(str(final)), None)
+        preds = artifacts.read_predictions(final)
+        if preds is not None:
+            log.info("teacher: finished earlier, reusing %s", final)
+            return (*load_classifier(str(final)), preds, True)
+    progress.begin("teacher")
     tmp = artifacts.temp_folder(out_dir, artifacts.TEACHER)
-    model, tokenizer = train_teacher(base, splits["train"], recipe.dataset, recipe.teacher, tmp / "trainer")
+    model, tokenizer = train_teacher(base, splits["train"], recipe.dataset, recipe.teacher, tmp / "trainer",
+                                     callbacks=[_TrainerProgress(progress)])
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    artifacts.write_config(tmp, artifacts.TEACHER, [], recipe.to_dict(), base, FORMAT_TORCH, fp)
-    cfg = recipe.evaluation
-    runner = TorchRunner(model, tokenizer, cfg.threads, recipe.dataset.max_length, artifacts.model_file(tmp))
-    metrics, logits, ood_logits = measure(runner, splits["eval"].texts, splits["eval"].labels, cfg, ood=splits.get("ood"))
-    metrics.update(variant=artifacts.TEACHER, fingerprint=fp, agreement=1.0, steps=[], tags=["pytorch", "fp32"],
-                   eval_data=_data_name(recipe, splits))
-    if "ood" in splits:
-        metrics["ood_agreement"] = 1.0
-    artifacts.write_metrics(tmp, metrics)
-    artifacts.move_into_place(tmp, final)
+    runner = TorchRunner(model, tokenizer, recipe.evaluation.threads, recipe.dataset.max_length,
+                         tmp / artifacts.MODEL_FILES[artifacts.FORMAT_TORCH])
+    metrics = _complete(tmp, final, artifacts.TEACHER, [], artifacts.FORMAT_TORCH, fp, recipe, base, splits, lambda: runner, None,
+                        _teacher_extra(splits))
     log.info("teacher: accuracy %.4f", metrics["accuracy"])
-    multi = is_multi_label(model.config)
-    return model, tokenizer, (predictions(logits, multi), None if ood_logits is None else predictions(ood_logits, multi))
+    return model, tokenizer, artifacts.read_predictions(final), False
+
+
+def _TrainerProgress(progress: Progress):
+    """A transformers TrainerCallback that reports the teacher's steps to the progress file."""
+    from transformers import TrainerCallback
+
+    class Callback(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            progress.step(state.global_step, state.max_steps)
+
+    return Callback()
 
 
 def run_chain(spec: VariantSpec, ctx: BuildContext, tmp: Path):
     """Apply the steps in order; returns (format, final model config, tokenizer, notes)."""
     state, stage = ChainState(None, ctx.tokenizer), "torch"
-    onnx_path = tmp / artifacts.MODEL_FILES[FORMAT_ONNX]
+    onnx_path = tmp / artifacts.MODEL_FILES[artifacts.FORMAT_ONNX]
     last_torch_step = None
     for i, call in enumerate(tqdm(spec.steps, desc=spec.name, unit="step", leave=False)):
         step = get_step(call.name)
@@ -313,7 +316,7 @@ def run_chain(spec: VariantSpec, ctx: BuildContext, tmp: Path):
         return fmt, state.model.config, state.tokenizer, state.notes
     if stage == "torch":  # PyTorch-only chains still ship an ONNX model
         _export(state, spec, ctx, onnx_path)
-    return FORMAT_ONNX, (state.model or ctx.teacher).config, state.tokenizer, state.notes
+    return artifacts.FORMAT_ONNX, (state.model or ctx.teacher).config, state.tokenizer, state.notes
 
 
 def _export(state: ChainState, spec: VariantSpec, ctx: BuildContext, onnx_path: Path) -> None:
@@ -328,31 +331,32 @@ def _export(state: ChainState, spec: VariantSpec, ctx: BuildContext, onnx_path: 
 
 
 def evaluate_dir(out_dir: str | Path, base_dir: Path | None = None) -> dict:
-    """Re-measure the teacher and every variant in one run, then rewrite the report."""
+    """Re-measure the teacher and every variant in one run, then rewrite the report.
+
+    Every folder is checked first: a truncated or corrupt file stops ``evaluate`` with one line
+    naming the folder, before anything is rewritten."""
     out_dir = Path(out_dir)
     recipe_path = out_dir / artifacts.RECIPE
     if not recipe_path.is_file():
         raise BuildError(f"{out_dir}: no {artifacts.RECIPE}; this is not a build folder")
+    folders = artifacts.list_variants(out_dir)
+    for folder in folders:
+        problem = artifacts.verify(folder)
+        if problem:
+            raise ArtifactError(f"{problem}; rebuild it with `build` (it will be rebuilt) or delete the folder")
     recipe = load_recipe(recipe_path)
     cfg = recipe.evaluation
-    teacher_config = artifacts.read_json(out_dir / artifacts.TEACHER / "config.json") or {}
-    num_labels = len(teacher_config.get("id2label") or {}) or None if recipe.teacher.skip else None
+    num_labels = len(artifacts.read_model_config(out_dir / artifacts.TEACHER).get("id2label") or {}) or None \
+        if recipe.teacher.skip else None
     splits = load_splits(recipe.dataset, base_dir, cfg.ood_path, cfg.ood_samples, num_labels)
-    reference = ood_reference = None
-    for folder in tqdm(artifacts.list_variants(out_dir), desc="evaluate", unit="variant"):
-        old = artifacts.read_metrics(folder)
-        runner = artifacts.load_runner(folder, cfg.threads, recipe.dataset.max_length)
-        metrics, logits, ood_logits = measure(runner, splits["eval"].texts, splits["eval"].labels, cfg, reference,
-                                              splits.get("ood"), ood_reference)
+    reference = None
+    for folder in tqdm(folders, desc="evaluate", unit="variant"):
+        runner = load_runner(folder, cfg.threads, recipe.dataset.max_length)
+        metrics, preds = measure(runner, splits["eval"], cfg, reference, splits.get("ood"))
         if folder.name == artifacts.TEACHER:
-            multi = is_multi_label(runner.config)
-            reference = predictions(logits, multi)
-            metrics["agreement"] = 1.0
-            if ood_logits is not None:
-                ood_reference = predictions(ood_logits, multi)
-                metrics["ood_agreement"] = 1.0
-        metrics["eval_data"] = _data_name(recipe, splits)
-        for key, value in old.items():  # keep build-time facts (steps, notes) not re-measured
-            metrics.setdefault(key, value)
-        artifacts.write_metrics(folder, metrics)
+            reference = preds
+            metrics.update(_teacher_extra(splits))
+        metrics["eval_data"] = _data_name(recipe)
+        artifacts.update_metrics(folder, metrics, preds)
     return report.write_report(out_dir, cfg.recommend_tolerance)
+

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import RecipeError
+from .machine import PRECISIONS
 
 
 def from_mapping(cls, data: Any, where: str):
@@ -32,6 +33,13 @@ def from_mapping(cls, data: Any, where: str):
         raise RecipeError(f"{where}: {exc}") from exc
 
 
+def check_precision(precision: str, dropout: float | None) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if dropout is not None and not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1) or null, got {dropout!r}")
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
     """Where the labelled text comes from.
@@ -46,6 +54,10 @@ class DatasetConfig:
         label_names: human label names, index = class id (None = LABEL_i).
         max_length: tokenizer truncation length.
         seed: seed for subsetting.
+        name / hub_id / hub_config / task / tags: how cards, reports and the app name this
+            data (e.g. "GLUE SST-2", "nyu-mll/glue", "sst2", "Sentiment classification",
+            ["sentiment-analysis"]). Display only: they never change a variant's fingerprint.
+            Left out, a Hub path names itself and a local file is called by its file name.
     """
 
     path: str = "glue/sst2"
@@ -59,8 +71,14 @@ class DatasetConfig:
     label_names: tuple[str, ...] | None = None
     max_length: int = 128
     seed: int = 0
+    name: str | None = None
+    hub_id: str | None = None
+    hub_config: str | None = None
+    task: str | None = None
+    tags: tuple[str, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "tags", tuple(self.tags or ()))
         if self.label_names is not None:
             object.__setattr__(self, "label_names", tuple(self.label_names))
         for name in ("train_samples", "eval_samples"):
@@ -81,7 +99,11 @@ class TeacherConfig:
     table fixed: on 2 CPU cores its gradient and AdamW update are a third of every
     MiniLM step at SST-2 lengths — 209 -> 141 ms — and fine-tuning barely moves it),
     freeze_layers (also keep the lowest N transformer blocks fixed: backward stops above
-    them, so each frozen block of six saves about a ninth of a CPU step).
+    them, so each frozen block of six saves about a ninth of a CPU step), precision
+    (``auto``: bf16 autocast with fp32 master weights where the CPU has native bf16 math,
+    AVX512-BF16 or AMX, or the GPU supports it; else fp32), dropout (rate of every dropout
+    layer while training; None keeps the base model's 0.1: dropout masks are a tenth of a
+    CPU step).
     """
 
     epochs: float = 3.0
@@ -94,8 +116,11 @@ class TeacherConfig:
     skip: bool = False
     freeze_embeddings: bool = False
     freeze_layers: int = 0
+    precision: str = "auto"
+    dropout: float | None = None
 
     def __post_init__(self):
+        check_precision(self.precision, self.dropout)
         if self.freeze_layers < 0:
             raise ValueError(f"freeze_layers must be >= 0, got {self.freeze_layers}")
         if self.epochs <= 0 and not self.max_steps:
@@ -118,7 +143,13 @@ class EvalConfig:
     as a second accuracy column; never trained or tuned on; relative paths as dataset.path),
     ood_samples (deterministic subset of it; None = all), accuracy_threads (threads for
     the out-of-domain pass, None = all cores: it is accuracy only, and on thousands of
-    sentences one thread would dominate the build's evaluation time).
+    sentences one thread would dominate the build's evaluation time), ood_name (how cards and
+    the app name the out-of-domain set; display only), bootstrap (resamples of the paired
+    bootstrap behind every "difference to the teacher" interval; 0 turns intervals off),
+    throughput_sentences (evaluation sentences timed in padded batches for the throughput column).
+
+    Accuracy is always measured as the model is served: one sentence per request, or unpadded
+    equal-length batches where a test shows that gives the same answers (``runtime.served_logits``).
     """
 
     threads: int = 1
@@ -130,14 +161,22 @@ class EvalConfig:
     ood_path: str | None = None
     ood_samples: int | None = None
     accuracy_threads: int | None = None
+    ood_name: str | None = None
+    bootstrap: int = 2000
+    throughput_sentences: int = 256
 
     def __post_init__(self):
+        if self.bootstrap < 0 or self.throughput_sentences < 1:
+            raise ValueError("bootstrap must be >= 0 and throughput_sentences >= 1")
         if self.threads < 1 or self.latency_runs < 5 or self.warmup < 0:
             raise ValueError("threads >= 1, latency_runs >= 5 and warmup >= 0 are required")
         if self.ood_samples is not None and (not isinstance(self.ood_samples, int) or self.ood_samples < 1):
             raise ValueError(f"ood_samples must be a positive integer or null, got {self.ood_samples!r}")
         if self.accuracy_threads is not None and self.accuracy_threads < 1:
             raise ValueError("accuracy_threads must be >= 1 or null")
+
+
+DISPLAY_ONLY = ("name", "hub_id", "hub_config", "task", "tags")  # DatasetConfig fields that name data, not shape a model
 
 
 @dataclass(frozen=True)
@@ -158,7 +197,7 @@ class VariantSpec:
         """Changes whenever anything that shapes this variant's model changes."""
         payload = {
             "base_model": recipe.base_model,
-            "dataset": plain(dataclasses.asdict(recipe.dataset)),
+            "dataset": {k: v for k, v in plain(dataclasses.asdict(recipe.dataset)).items() if k not in DISPLAY_ONLY},
             "teacher": plain(dataclasses.asdict(recipe.teacher)),
             "steps": [s.to_obj() for s in self.steps],
         }

@@ -27,6 +27,10 @@ class OnnxError(CompressionError, ValueError):
     """An ONNX file is missing, unreadable or not a model."""
 
 
+class ArtifactError(CompressionError, RuntimeError):
+    """A variant folder is missing a file, or one is truncated or corrupt; the message names the folder."""
+
+
 class PublishError(CompressionError, RuntimeError):
     """Publishing failed; the message says what was and wasn't published."""
 

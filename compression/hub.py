@@ -20,19 +20,14 @@ from . import artifacts
 from . import steps as _steps  # noqa: F401  (registers the steps whose docs and relations cards use)
 from .errors import AuthError, PublishError
 from .registry import chain_relation, get_step
-from .runtime import FORMAT_ONNX, FORMAT_TORCH
+from .report import delta_text
 
 log = logging.getLogger(__name__)
 TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
-MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
-REQUIRED = ("config.json", artifacts.CONFIG, artifacts.METRICS, "tokenizer.json")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_URL = os.environ.get("BCS_PROJECT_URL")  # where the cards link to the source; none by default
-PUBLISHABLE = (FORMAT_ONNX, FORMAT_TORCH)        # formats from_pretrained loads; torch int8 is a local reference row
-
-
-def publishable(folder: Path) -> bool:
-    return artifacts.variant_format(folder) in PUBLISHABLE
+RETRY_STATUS = (429, 500, 502, 503, 504)           # worth another try: rate limits and server trouble
+MAX_RETRY_AFTER = 120.0                            # seconds: a longer Retry-After fails with a clear line instead
 
 
 def plan(variants_dir: Path) -> list[Path]:
@@ -43,24 +38,16 @@ def plan(variants_dir: Path) -> list[Path]:
     folders, problems = [], []
     for folder in sorted(p for p in variants_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         fmt = artifacts.variant_format(folder)
-        if fmt not in PUBLISHABLE:
+        if not artifacts.publishable(folder):
             log.info("skipping %s: %s variants are a local reference row, not a loadable model", folder.name, fmt)
             continue
-        missing = [f for f in REQUIRED + (artifacts.MODEL_FILES[fmt],) if not (folder / f).is_file()]
+        missing = [f for f in artifacts.required_files(fmt) if not (folder / f).is_file()]
         if missing:
             problems.append(f"{folder.name}: missing {', '.join(missing)}")
         folders.append(folder)
     if problems:
         raise PublishError("refusing to publish incomplete variant folders (nothing was uploaded): " + "; ".join(problems))
     return folders
-
-
-def base_model_id(base: str | None) -> str | None:
-    if base is None:
-        return None
-    if Path(base).exists():
-        return MINILM_HUB_ID if "minilm" in base.lower() else None
-    return base
 
 
 def describe_step(call: dict) -> str:
@@ -71,56 +58,61 @@ def describe_step(call: dict) -> str:
 
 
 def build_card(folder: Path, repo_id: str, teacher_repo: str | None, teacher_metrics: dict | None, recommended: bool):
+    """The model card of one variant folder: every name and number from its saved recipe and metrics."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     m = artifacts.read_metrics(folder)
     cc = artifacts.read_config(folder)
+    data = artifacts.data_description(cc.get("recipe"))
     is_teacher = folder.name == artifacts.TEACHER
-    onnx = artifacts.variant_format(folder) == FORMAT_ONNX
-    base = base_model_id(cc.get("base_model")) if is_teacher else (teacher_repo or base_model_id(cc.get("base_model")))
+    onnx = artifacts.variant_format(folder) == artifacts.FORMAT_ONNX
+    own_base = cc.get("base_model_id")
+    base = own_base if is_teacher else (teacher_repo or own_base)
     # the format tag comes from what the repo holds, not the chain: distilled/pruned chains ship model.onnx too
-    tags = ["text-classification", "sentiment-analysis", "bert-compression-studio"] + list(m.get("tags") or [])
+    tags = ["text-classification", "bert-compression-studio"] + data["tags"] + list(m.get("tags") or [])
     tags += ["onnx"] if onnx else ["pytorch", "safetensors"]
-    data = ModelCardData(
+    task = data["task"]
+    where = dict(dataset_type=data["hub_id"] or data["name"], dataset_name=data["name"], dataset_split=data["split"],
+                 **({"dataset_config": data["hub_config"]} if data["hub_config"] else {}))
+    results = [EvalResult(task_type="text-classification", task_name=task, metric_type=k, metric_value=round(m[k], 4), **where)
+               for k in ("accuracy", "f1") if k in m]
+    if "ood_accuracy" in m and data["ood_name"]:
+        results.append(EvalResult(task_type="text-classification", task_name=f"{task} (out of domain)",
+                                  dataset_type=data["ood_name"], dataset_name=data["ood_name"], dataset_split="test",
+                                  metric_type="accuracy", metric_value=round(m["ood_accuracy"], 4)))
+    card_data = ModelCardData(
         language="en", license="apache-2.0", library_name="onnx" if onnx else "transformers",
-        pipeline_tag="text-classification", base_model=base,
-        datasets=["nyu-mll/glue"], metrics=["accuracy", "f1"], tags=sorted(set(tags)), model_name=repo_id.split("/")[-1],
-        eval_results=[
-            EvalResult(task_type="text-classification", task_name="Sentiment classification", dataset_type="nyu-mll/glue",
-                       dataset_name="GLUE SST-2", dataset_config="sst2", dataset_split="validation",
-                       metric_type="accuracy", metric_value=round(m["accuracy"], 4)),
-            EvalResult(task_type="text-classification", task_name="Sentiment classification", dataset_type="nyu-mll/glue",
-                       dataset_name="GLUE SST-2", dataset_config="sst2", dataset_split="validation",
-                       metric_type="f1", metric_value=round(m["f1"], 4)),
-        ] + ([EvalResult(task_type="text-classification", task_name="Sentiment classification (out of domain)",
-                         dataset_type="twitter-us-airline-sentiment", dataset_name="Twitter US Airline Sentiment (positive/negative)",
-                         dataset_split="test", metric_type="accuracy", metric_value=round(m["ood_accuracy"], 4))]
-             if "ood_accuracy" in m else []),
+        pipeline_tag="text-classification", base_model=base, datasets=[data["hub_id"]] if data["hub_id"] else None,
+        metrics=["accuracy", "f1"], tags=sorted(set(tags)), model_name=repo_id.split("/")[-1], eval_results=results,
     )
     if base:
-        data.base_model_relation = "finetune" if is_teacher else chain_relation([next(iter(c)) for c in cc["steps"]])
+        card_data.base_model_relation = "finetune" if is_teacher else chain_relation([next(iter(c)) for c in cc["steps"]])
+    example = "a gripping , funny film ." if data["label_names"] == ["negative", "positive"] else "an example sentence"
     if onnx:
         snippet = (f'from optimum.onnxruntime import ORTModelForSequenceClassification\nfrom transformers import AutoTokenizer, pipeline\n\n'
                    f'model = ORTModelForSequenceClassification.from_pretrained("{repo_id}")\n'
                    f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n'
                    f'classify = pipeline("text-classification", model=model, tokenizer=tokenizer)\n'
-                   f'print(classify("a gripping , funny film ."))')
+                   f'print(classify("{example}"))')
     else:
         snippet = (f'from transformers import pipeline\n\nclassify = pipeline("text-classification", model="{repo_id}")\n'
-                   f'print(classify("a gripping , funny film ."))')
+                   f'print(classify("{example}"))')
     t = teacher_metrics or {}
     fmt = lambda key, f: (f.format(t[key]) if key in t else "")  # noqa: E731
     tview = {"accuracy_s": fmt("accuracy", "{:.4f}"), "f1_s": fmt("f1", "{:.4f}"), "size_s": fmt("size_mb", "{:.2f}"),
              "gzip_s": fmt("gzip_mb", "{:.2f}"), "params_s": fmt("params", "{:,}"), "throughput_s": fmt("throughput_per_s", "{:.0f}"),
              "latency_s": (f"{t['latency_p50_ms']:.2f} / {t['latency_p95_ms']:.2f}" if t else ""),
              "ood_s": (f"{t['ood_accuracy']:.4f} / {t['ood_balanced_accuracy']:.4f}" if "ood_accuracy" in t else "")}
-    steps = [describe_step(s) for s in cc["steps"]] or ["fine-tuned on SST-2 with transformers' Trainer (this is the teacher)"]
+    labels = ", ".join(data["label_names"]) or ", ".join(artifacts.read_model_config(folder).get("id2label", {}).values())
+    steps = [describe_step(s) for s in cc["steps"]] or [f"fine-tuned on {data['name']} with transformers' Trainer (this is the teacher)"]
     summary = ("the fp32 PyTorch teacher" if is_teacher else " → ".join(next(iter(s)) for s in cc["steps"]))
+    tolerance = ((cc.get("recipe") or {}).get("evaluation") or {}).get("recommend_tolerance", 0.01)
     return ModelCard.from_template(
-        data, template_str=TEMPLATE.read_text(), repo_name=repo_id.split("/")[-1], variant=folder.name, summary=summary,
-        teacher_repo=None if is_teacher else teacher_repo, base_model=base_model_id(cc.get("base_model")) or cc.get("base_model"),
-        recommended=recommended, steps=steps, m=m, t=tview, snippet=snippet, onnx=onnx, mobile=(folder / "model.ort").is_file(),
-        runtime="ONNX Runtime" if onnx else "PyTorch", project_url=PROJECT_URL,
+        card_data, template_str=TEMPLATE.read_text(), repo_name=repo_id.split("/")[-1], variant=folder.name, summary=summary,
+        teacher_repo=None if is_teacher else teacher_repo, base_model=own_base or cc.get("base_model"),
+        recommended=recommended, steps=steps, m=m, t=tview, snippet=snippet, onnx=onnx, mobile=(folder / artifacts.ORT_MOBILE).is_file(),
+        runtime="ONNX Runtime" if onnx else "PyTorch", project_url=PROJECT_URL, data=data, labels=labels,
+        delta=delta_text(m), tolerance_pt=f"{tolerance * 100:.1f}",
     )
 
 
@@ -135,9 +127,17 @@ def _retry(fn, what: str, attempts: int, delay: float):
             status = exc.response.status_code if exc.response is not None else None
             if status in (401, 403):
                 raise AuthError(str(status)) from None
-            if status is None or status < 500 or i == attempts - 1:
+            if status not in RETRY_STATUS or i == attempts - 1:
                 raise
-            log.warning("%s: HTTP %s, retrying in %.1fs", what, status, delay * 2**i)
+            wait = delay * 2**i
+            if status == 429:  # the Hub says how long to back off; never less than our own schedule
+                try:
+                    wait = max(wait, min(float(exc.response.headers.get("Retry-After", 0)), MAX_RETRY_AFTER))
+                except (TypeError, ValueError):
+                    pass
+            log.warning("%s: HTTP %s, retrying in %.1fs", what, status, wait)
+            time.sleep(wait)
+            continue
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             if i == attempts - 1:
                 raise
@@ -198,8 +198,8 @@ def make_collection(api, namespace, prefix, repos, recommended, private) -> str:
 
 
 # What the Space runs: the app and the serving side of the package, nothing that imports torch.
-SERVING_MODULES = ("__init__.py", "errors.py", "config.py", "data.py", "runtime.py", "metrics.py", "artifacts.py", "report.py",
-                   "serving.py")
+SERVING_MODULES = ("__init__.py", "errors.py", "machine.py", "config.py", "data.py", "modeling.py", "runtime.py", "metrics.py",
+                   "artifacts.py", "progress.py", "report.py", "serving.py")
 
 
 def stage_space(stage: Path, repo_ids: list[str]) -> None:
@@ -221,8 +221,11 @@ def stage_space(stage: Path, repo_ids: list[str]) -> None:
 
 
 def publish_space(namespace: str, repo_ids: list[str], name: str = "bert-compression-studio", private: bool = False,
-                  token: str | None = None) -> str:
-    """Create/update a Gradio Space: app.py, the serving modules, serving-only requirements, the README card."""
+                  token: str | None = None, attempts: int = 4, retry_delay: float = 1.0) -> str:
+    """Create/update a Gradio Space: app.py, the serving modules, serving-only requirements, the README card.
+
+    Errors are handled as ``publish`` handles them: 429, 5xx and dropped connections are retried with
+    back-off; 401/403 and what is still failing after the retries end as one line (never the token)."""
     from huggingface_hub import HfApi
 
     if not repo_ids:
@@ -233,11 +236,15 @@ def publish_space(namespace: str, repo_ids: list[str], name: str = "bert-compres
         stage = Path(staging)
         stage_space(stage, repo_ids)
         try:
-            api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-            api.upload_folder(repo_id=space_id, repo_type="space", folder_path=stage, commit_message="Deploy the studio app")
+            _retry(lambda: api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True),
+                   f"create {space_id}", attempts, retry_delay)
+            _retry(lambda: api.upload_folder(repo_id=space_id, repo_type="space", folder_path=stage,
+                                             commit_message="Deploy the studio app"), f"upload {space_id}", attempts, retry_delay)
+        except AuthError as exc:
+            raise AuthError(f"token lacks write access to {namespace} (HTTP {exc}); the Space {space_id} was not deployed") from None
         except Exception as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
-            if status in (401, 403):
-                raise AuthError(f"token lacks write access to {namespace} (HTTP {status})") from None
-            raise PublishError(f"Space deploy to {space_id} failed ({type(exc).__name__})") from None
+            what = f"HTTP {status}" if status else type(exc).__name__
+            raise PublishError(f"Space deploy to {space_id} failed after {attempts} attempts ({what}); "
+                               "the variant repos are unchanged, run publish-space again") from None
     return space_id

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import gzip
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
 
 from .config import EvalConfig
-from .runtime import FORMAT_ONNX, Runner, is_multi_label, time_forward, timed_logits
+from .machine import cpu_flags, cpu_name
+from .runtime import Runner, is_multi_label, time_forward, timed_logits
 
-INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimddp", "i8mm")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -82,6 +81,57 @@ def latency(runner: Runner, texts: list[str], cfg: EvalConfig) -> dict:
     }
 
 
+def served(runner: Runner, texts: list[str], threads: int) -> np.ndarray:
+    """Every sentence's logits as a one-sentence request gets them (``Runner.served_logits``),
+    spread over ``threads`` single-thread ONNX sessions (ORT releases the GIL), or one torch
+    runner on ``threads`` threads: accuracy only, so any thread count gives the same answers."""
+    if runner.kind != "onnx" or threads <= 1 or len(texts) < 64:
+        return runner.with_threads(threads).served_logits(texts)
+    from concurrent.futures import ThreadPoolExecutor
+
+    step = -(-len(texts) // threads)
+    chunks = [texts[i : i + step] for i in range(0, len(texts), step)]
+    workers = [runner.with_threads(1) for _ in chunks]
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        parts = list(pool.map(lambda wc: wc[0].served_logits(wc[1]), zip(workers, chunks)))
+    return np.concatenate(parts)
+
+
+def _bootstrap_means(per_item: np.ndarray, resamples: int, rng) -> np.ndarray:
+    out, n = [], len(per_item)
+    for done in range(0, resamples, 256):  # chunks bound the index matrix to 256 x n
+        idx = rng.integers(0, n, (min(256, resamples - done), n))
+        out.append(per_item[idx].mean(1))
+    return np.concatenate(out)
+
+
+def paired_difference(correct: np.ndarray, correct_ref: np.ndarray, resamples: int = 2000, seed: int = 0,
+                      strata: np.ndarray | None = None) -> dict:
+    """This model's accuracy minus the reference's on the same sentences, with a 95% interval
+    from a paired bootstrap over sentences (fixed seed), and the sentences that flip each way.
+
+    ``strata`` (the gold labels): the difference of *balanced* accuracies, resampled within each
+    class so every resample keeps the class sizes (used for the imbalanced out-of-domain set).
+    Returns {delta, ci95: [lo, hi], lost (reference right, this wrong), gained (the reverse)}."""
+    c, r = np.asarray(correct, bool), np.asarray(correct_ref, bool)
+    diff = c.astype(np.float64) - r.astype(np.float64)
+    out = {"lost": int(np.sum(r & ~c)), "gained": int(np.sum(c & ~r))}
+    rng = np.random.default_rng(seed)
+    if strata is None:
+        out["delta"] = float(diff.mean()) if len(diff) else 0.0
+        means = _bootstrap_means(diff, resamples, rng) if resamples and len(diff) else None
+    else:
+        classes = [diff[strata == k] for k in np.unique(strata)]
+        out["delta"] = float(np.mean([d.mean() for d in classes]))
+        means = np.mean([_bootstrap_means(d, resamples, rng) for d in classes], axis=0) if resamples else None
+    out["ci95"] = [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))] if means is not None else None
+    return out
+
+
+def _correct(pred: np.ndarray, labels) -> np.ndarray:
+    return same_prediction(np.asarray(pred), np.asarray(labels))
+
+
 def file_sizes(path: Path) -> tuple[float, float]:
     """(MB on disk, MB after gzip -6): gzip shows what sparsity buys on the wire."""
     data = Path(path).read_bytes()
@@ -90,7 +140,7 @@ def file_sizes(path: Path) -> tuple[float, float]:
 
 def weight_stats(runner: Runner) -> tuple[int, float]:
     """(parameter count, fraction of exact zeros among matrix weights)."""
-    if runner.fmt == FORMAT_ONNX:
+    if runner.kind == "onnx":
         import onnx
         from onnx import numpy_helper
 
@@ -110,46 +160,43 @@ def weight_stats(runner: Runner) -> tuple[int, float]:
     return params, (zeros / total if total else 0.0)
 
 
-def _cpuinfo() -> dict[str, str]:
-    info = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    return info
+def measure(runner: Runner, data, cfg: EvalConfig, reference: dict | None = None, ood=None) -> tuple[dict, dict]:
+    """All metrics of one runner on ``data`` (TextData with labels): (metrics, predictions).
 
-
-def cpu_name() -> str:
-    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
-
-
-def cpu_flags() -> list[str]:
-    """The flags that decide which int8 kernels ONNX Runtime can use here."""
-    flags = set((_cpuinfo().get("flags") or _cpuinfo().get("Features") or "").split())
-    return [f for f in INT8_FLAGS if f in flags]
-
-
-def measure(runner: Runner, texts: list[str], labels: list[int], cfg: EvalConfig, reference=None,
-            ood=None, ood_reference=None) -> tuple[dict, np.ndarray, np.ndarray | None]:
-    """All metrics of one runner; returns (metrics, logits, out-of-domain logits or None).
-
-    ``ood`` (TextData) adds ood_accuracy / ood_balanced_accuracy / ood_agreement, measured
-    on ``cfg.accuracy_threads`` threads (all cores by default): it is accuracy only."""
-    logits, metrics_throughput = timed_logits(runner, texts, cfg.throughput_batch)
+    Accuracy and the out-of-domain columns (``ood``, a TextData) are measured as served
+    (``served``); throughput in padded batches of ``cfg.throughput_batch`` on the first
+    ``cfg.throughput_sentences`` sentences; latency at batch 1 on ``cfg.threads`` threads.
+    ``reference`` (the teacher's predictions, {"eval": [...], "ood": [...]}) adds agreement and
+    the paired difference to the teacher with its bootstrap interval and flip counts.
+    ``predictions`` is {"eval": [...], "ood": [...]}: what the next rows are compared with."""
     multi = is_multi_label(runner.config)
-    metrics = quality(logits, labels, reference, multi)
-    metrics["throughput_per_s"] = metrics_throughput
-    ood_logits = None
+    acc_threads = cfg.accuracy_threads or os.cpu_count() or 1
+    logits = served(runner, data.texts, acc_threads)
+    pred = predictions(logits, multi)
+    ref = None if reference is None else np.asarray(reference["eval"])
+    metrics = quality(logits, data.labels, ref, multi)
+    preds = {"eval": pred.tolist()}
+    if ref is not None:
+        diff = paired_difference(_correct(pred, data.labels), _correct(ref, data.labels), cfg.bootstrap)
+        metrics.update(delta_accuracy=diff["delta"], delta_accuracy_ci95=diff["ci95"], flips_lost=diff["lost"],
+                       flips_gained=diff["gained"])
     if ood is not None:
-        ood_logits = runner.with_threads(cfg.accuracy_threads or os.cpu_count() or 1).logits(ood.texts, cfg.throughput_batch)
-        q = quality(ood_logits, ood.labels, ood_reference, multi)
+        ood_logits = served(runner, ood.texts, acc_threads)
+        ood_pred = predictions(ood_logits, multi)
+        ood_ref = None if reference is None or reference.get("ood") is None else np.asarray(reference["ood"])
+        q = quality(ood_logits, ood.labels, ood_ref, multi)
         metrics.update({f"ood_{k}": v for k, v in q.items() if k in ("accuracy", "balanced_accuracy", "agreement")})
         metrics["ood_samples"] = len(ood.texts)
-    metrics.update(latency(runner, texts, cfg))
+        preds["ood"] = ood_pred.tolist()
+        if ood_ref is not None and not multi:
+            diff = paired_difference(_correct(ood_pred, ood.labels), _correct(ood_ref, ood.labels), cfg.bootstrap,
+                                     strata=np.asarray(ood.labels))
+            metrics.update(ood_delta_balanced_accuracy=diff["delta"], ood_delta_balanced_accuracy_ci95=diff["ci95"])
+    _, metrics["throughput_per_s"] = timed_logits(runner, data.texts[: cfg.throughput_sentences], cfg.throughput_batch)
+    metrics.update(latency(runner, data.texts, cfg))
     metrics["size_mb"], metrics["gzip_mb"] = file_sizes(runner.model_file)
     metrics["params"], metrics["sparsity"] = weight_stats(runner)
-    metrics.update(eval_samples=len(texts), threads=cfg.threads, cpu=cpu_name(), cpu_flags=cpu_flags(),
-                   cpu_count=os.cpu_count(), format=runner.fmt)
-    return metrics, logits, ood_logits
+    metrics.update(eval_samples=len(data.texts), threads=cfg.threads, batch_invariant=runner.batch_invariant,
+                   accuracy_batching="unpadded equal-length batches" if runner.batch_invariant else "batch 1",
+                   cpu=cpu_name(), cpu_flags=cpu_flags(), cpu_count=os.cpu_count())
+    return metrics, preds

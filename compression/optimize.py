@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifacts
 from .build import build
 from .config import DatasetConfig, EvalConfig, TeacherConfig, VariantSpec
-from .errors import ModelError, RecipeError
+from .errors import ArtifactError, ModelError, RecipeError
+from .loader import load_runner
 from .metrics import predictions, same_prediction
-from .modeling import check_base_model, check_classifier, load_classifier, load_tokenizer
+from .modeling import check_base_model, check_classifier, load_classifier, load_tokenizer, num_layers
 from .recipe import Recipe
 from .registry import chain_needs_data, check_chain, not_applicable, parse_step
 from .runtime import TorchRunner, is_multi_label, time_forward, timed_logits
@@ -66,7 +66,7 @@ def _probe_file(model: str, out_dir: Path, text_column: str, label_column: str) 
     """The probe sentences labelled with the original model's own predictions."""
     original, tok = load_classifier(model)
     multi = is_multi_label(original.config)
-    labels = predictions(TorchRunner(original, tok).logits(PROBE), multi).tolist()
+    labels = predictions(TorchRunner(original, tok).served_logits(PROBE), multi).tolist()
     path = out_dir / PROBE_FILE
     path.write_text("".join(json.dumps({text_column: t, label_column: y}) + "\n" for t, y in zip(PROBE, labels)))
     return path
@@ -127,7 +127,7 @@ def optimize(model: str, out_dir, variants=("fp32", "fp16", "int8-dynamic"), pru
         load_tokenizer(model)
     except Exception as exc:
         raise ModelError(f"{model}: no usable tokenizer ({type(exc).__name__}); save the tokenizer beside the model") from None
-    n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None) or 2
+    n_layers = num_layers(config) or 2
     out_dir = Path(out_dir)
     recipe = make_recipe(model, variants, pruning_amount, threshold, calibration_data, eval_data, text_column,
                          label_column, mobile, evaluation, n_layers, config)
@@ -147,16 +147,19 @@ def compare(original: str, variants: list[str], texts: list[str], threads: int =
         if not Path(path).exists():
             raise RecipeError(f"not found: {path} (a variant folder or a model folder)")
         try:
-            return artifacts.load_runner(Path(path), threads)
-        except (OSError, ValueError) as exc:
+            return load_runner(Path(path), threads)
+        except ArtifactError:
+            raise
+        except (OSError, ValueError, RuntimeError) as exc:
             raise ModelError(f"{path}: cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:150]})") from None
 
-    base = runner_for(original)
-    multi = is_multi_label(base.config)
+    runners = {path: runner_for(path) for path in dict.fromkeys([original, *variants])}  # every path opens before any work
+    multi = is_multi_label(runners[original].config)
     rows, base_logits, base_pred = [], None, None
     for path in [original, *variants]:
-        r = base if path == original else runner_for(path)
-        logits, per_s = timed_logits(r, texts)
+        r = runners[path]
+        _, per_s = timed_logits(r, texts)
+        logits = r.served_logits(texts)  # predictions as served, one sentence at a time where batching would change them
         if base_logits is None:
             base_logits, base_pred = logits, predictions(logits, multi)
         times = time_forward(r, [r.encode(texts[:1])], runs, warmup=3)

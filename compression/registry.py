@@ -14,6 +14,7 @@ Stages:
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -39,6 +40,8 @@ class Step:
     after_export: Callable[[Any], Any] | None = None  # (onnx_path) -> None, fix-up once the chain's model is exported
     save: Callable[[Any, Any], str] | None = None     # terminal: (state, folder) -> format written
     load: Callable[[Any], Any] | None = None          # terminal: (folder) -> PyTorch model, for measurement
+    work: Callable[[Any, int], float] | None = None   # (cfg, training sentences) -> sentence passes it trains (ETA)
+    depth: Callable[[Any, int], int] | None = None    # (cfg, depth before) -> encoder depth after (distillation)
 
 
 _STEPS: dict[str, Step] = {}
@@ -130,6 +133,27 @@ def chain_tags(variant) -> list[str]:
 def chain_relation(step_names: list[str]) -> str:
     """Hub base_model_relation of a chain: quantized when every step only changes precision."""
     return "quantized" if step_names and all(get_step(n).relation == "quantized" for n in step_names) else "finetune"
+
+
+def chain_work(variant, n_train: int, depth: int, seen: set | None = None) -> float:
+    """Training work of a chain in sentence passes x encoder layers, from what its steps declare.
+
+    ``seen`` holds the chain prefixes already counted: a prefix shared with an earlier variant
+    is trained once by the build, so it is counted once."""
+    seen = set() if seen is None else seen
+    total = 0.0
+    for i, call in enumerate(variant.steps):
+        step = get_step(call.name)
+        if step.depth is not None:
+            depth = step.depth(call.config, depth)
+        if step.work is None:
+            continue
+        key = json.dumps([c.to_obj() for c in variant.steps[: i + 1]], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += step.work(call.config, n_train) * depth
+    return total
 
 
 def chain_needs_data(variant) -> list[str]:

@@ -2,9 +2,11 @@
 
 The Pareto front is over (accuracy up, p50 latency down, size down). The
 recommended variant is picked *from the front* among deployable (ONNX) rows: the
-fastest front variant within ``tolerance`` accuracy of the teacher (then the
-smallest), else the most accurate. PyTorch rows (teacher, torch-int8) are
-references, never recommended.
+fastest front variant whose accuracy is within ``tolerance`` of the teacher's (then the
+smallest), else the most accurate. PyTorch rows (teacher, torch-int8) are references,
+never recommended. Every row carries its difference to the teacher on the same sentences
+with a 95% paired-bootstrap interval; a row whose whole interval lies below ``-tolerance``
+is marked significantly worse than the tolerance allows.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from .artifacts import REPORT, TEACHER, load_rows
+from .artifacts import REPORT, SERVABLE, TEACHER, load_rows
 from .errors import BuildError
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,8 @@ COLUMNS = [
     ("f1", "F1", "{:.4f}"),
     ("loss", "loss", "{:.4f}"),
     ("agreement", "agree w/ teacher", "{:.4f}"),
+    ("delta_accuracy", "Δ vs teacher [95% CI], pt", None),
+    ("flips_lost", "flips −/+", None),
     ("ood_accuracy", "OOD acc", "{:.4f}"),
     ("ood_balanced_accuracy", "OOD bal. acc", "{:.4f}"),
     ("latency_p50_ms", "p50 ms", "{:.2f}"),
@@ -49,9 +53,26 @@ def pareto_front(rows: list[dict]) -> list[str]:
 SPEED_TIE = 1.05  # p50 latencies within 5% are run-to-run noise on a shared CPU: the smaller file wins
 
 
+def significantly_worse(row: dict, tolerance: float) -> bool:
+    """The whole 95% interval of the difference to the teacher lies below -tolerance."""
+    ci = row.get("delta_accuracy_ci95")
+    return bool(ci) and ci[1] < -tolerance
+
+
+def delta_text(row: dict) -> str:
+    """"−0.57 [−1.38, +0.23]" in accuracy points, or "" for rows measured without a teacher."""
+    if row.get("delta_accuracy") is None:
+        return ""
+    ci = row.get("delta_accuracy_ci95")
+    text = f"{row['delta_accuracy'] * 100:+.2f}"
+    return text + (f" [{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]" if ci else "")
+
+
 def recommend(rows: list[dict], teacher_accuracy: float | None, tolerance: float = 0.01) -> str | None:
+    """The fastest servable front row whose accuracy is within ``tolerance`` of the teacher's (a
+    point estimate: the interval is shown beside it), ties within 5% going to the smaller file."""
     front = set(pareto_front(rows))
-    candidates = [r for r in rows if r["variant"] in front and r.get("format", "onnx") == "onnx" and r["variant"] != TEACHER]
+    candidates = [r for r in rows if r["variant"] in front and r.get("format", "onnx") in SERVABLE and r["variant"] != TEACHER]
     if not candidates:
         return None
     if teacher_accuracy is not None:
@@ -64,6 +85,10 @@ def recommend(rows: list[dict], teacher_accuracy: float | None, tolerance: float
 
 
 def _fmt(row, key, fmt):
+    if key == "delta_accuracy":
+        return delta_text(row)
+    if key == "flips_lost":
+        return "" if row.get("flips_lost") is None else f"{row['flips_lost']} / {row['flips_gained']}"
     value = row.get(key)
     return "" if value is None else fmt.format(value)
 
@@ -80,11 +105,13 @@ def write_report(out_dir: Path, tolerance: float = 0.01) -> dict:
     for r in rows:
         r["pareto"] = r["variant"] in front
         r["recommended"] = r["variant"] == best
+        r["significantly_worse"] = significantly_worse(r, tolerance)
         if teacher:
             r["size_ratio_vs_teacher"] = teacher["size_mb"] / r["size_mb"]
             r["speedup_vs_teacher"] = teacher["latency_p50_ms"] / r["latency_p50_ms"]
 
-    keys = [k for k, _, _ in COLUMNS] + ["pareto", "recommended", "size_ratio_vs_teacher", "speedup_vs_teacher"]
+    keys = [k for k, _, _ in COLUMNS] + ["delta_accuracy_ci95", "flips_gained", "pareto", "recommended", "significantly_worse",
+                                         "size_ratio_vs_teacher", "speedup_vs_teacher"]
     with (out_dir / "report.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
@@ -94,9 +121,15 @@ def write_report(out_dir: Path, tolerance: float = 0.01) -> dict:
     lines = [
         f"# Evaluation report: {out_dir.name}",
         "",
-        f"Measured on {rows[0].get('cpu', '?')} with {rows[0].get('threads', '?')} thread(s); "
-        f"{rows[0].get('eval_samples', '?')} evaluation sentences ({rows[0].get('eval_data', '?')}); latency is batch 1, "
-        "model only (tokenization excluded), after warm-up. Ratios are against the PyTorch fp32 teacher."
+        f"Measured on {rows[0].get('cpu', '?')} ({', '.join(rows[0].get('cpu_flags') or []) or 'no AVX2'}) with "
+        f"{rows[0].get('threads', '?')} thread(s); {rows[0].get('eval_samples', '?')} evaluation sentences "
+        f"({rows[0].get('eval_data', '?')}). **Accuracy is measured as the model is served**: each sentence on its own "
+        "(batch 1) for graphs whose int8 activation scales depend on the batch (dynamic quantization), and in unpadded "
+        "batches of equal-length sentences, which give the same answers, for the others. Latency is batch 1, model only "
+        "(tokenization excluded), after warm-up; throughput is padded batches of 32. Ratios are against the PyTorch fp32 "
+        "teacher. **Δ vs teacher** is this row's accuracy minus the teacher's on the same sentences, in points, with a "
+        "95% interval from a paired bootstrap over sentences (fixed seed); **flips −/+** count the sentences the teacher "
+        "gets right and this row wrong, and the reverse."
         + (f" OOD: accuracy and balanced accuracy on {rows[0]['ood_samples']} out-of-domain sentences, never trained on."
            if rows[0].get("ood_samples") else ""),
         "",
@@ -106,14 +139,17 @@ def write_report(out_dir: Path, tolerance: float = 0.01) -> dict:
     for r in rows:
         cells = [_fmt(r, k, f) for k, _, f in COLUMNS]
         cells[0] = f"**{r['variant']}** (recommended)" if r["recommended"] else r["variant"]
+        if r["significantly_worse"]:
+            cells[0] += " ↓"
         cells += [_fmt(r, "size_ratio_vs_teacher", "{:.1f}"), _fmt(r, "speedup_vs_teacher", "{:.1f}"), "✓" if r["pareto"] else ""]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         f"Pareto front (accuracy ↑, p50 latency ↓, size ↓): {', '.join(front)}.",
-        f"Recommended: **{best}** — the fastest ONNX variant on the front within {tolerance * 100:.1f} accuracy points "
-        "of the teacher (latencies within 5% count as a tie, won by the smaller file; else the most accurate ONNX "
-        "variant on the front).",
+        f"Recommended: **{best}** — the fastest ONNX variant on the front whose accuracy is within {tolerance * 100:.1f} "
+        "points of the teacher's (the point estimate; latencies within 5% count as a tie, won by the smaller file; else the "
+        "most accurate ONNX variant on the front). ↓ marks rows whose whole 95% interval lies more than "
+        f"{tolerance * 100:.1f} points below the teacher: significantly worse than the tolerance allows.",
         "",
         "Sparsity only shrinks the gzip column: a dense ONNX graph runs zeros as fast as any other weight.",
         "",

@@ -1,17 +1,25 @@
 """What the app serves: a family of variants loaded once, and pure functions over it.
 
 Free of Gradio (testable alone, reusable behind any server) and of torch/transformers:
-it imports only the runtime, metrics and artifacts modules, so the Space installs
+it imports only the runtime, metrics, report and artifacts modules, so the Space installs
 onnxruntime + tokenizers and nothing of the build. Every number the Compare tab shows
 comes from each variant's own metrics.json, so a local folder and the Space built from
 the published repos show the same table. A variant that fails to load is listed with
-the reason; PyTorch reference rows are listed as references, not as failures.
+the reason; PyTorch reference rows are listed as references, not as failures. While a
+build runs, :func:`refresh` adds each variant as its folder is finished.
+
+Live latency: each request runs the variants one after another on one thread each, so
+every variant is timed alone, and the number shown is the median of that variant's
+latest requests (``LIVE_WINDOW``), which ranks variants as the build's p50 does instead of
+by the contention of one moment.
 """
 from __future__ import annotations
 
 import logging
-import os
+import statistics
+import threading
 import unicodedata
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +31,14 @@ from .data import read_file
 from .metrics import predictions, same_prediction, softmax
 from .report import pareto_front
 from .report import recommend as recommend_row
-from .runtime import FORMAT_ONNX, OnnxRunner, id2label, is_multi_label, time_forward, timed_forward, timed_logits
+from .runtime import OnnxRunner, id2label, is_multi_label, time_forward, timed_forward, timed_logits
 
 log = logging.getLogger(__name__)
 MAX_CHARS = 2000        # longer input is cut (the tokenizer keeps 128 tokens anyway)
 MAX_BATCH_ROWS = 500    # batch tab cap: beyond this the demo would hog a shared CPU
 REFERENCE = "fp32"      # the fp32 teacher exported to ONNX: identical predictions to PyTorch
-HUB_FILES = ["*.json", "*.txt", "model.onnx"]  # what the app needs from a variant repo (not model.ort, not README)
+LIVE_WINDOW = 20        # the live latency is the median of a variant's latest requests
+WARM_REPEATS = 3        # until a variant has this many timings, a request times it this often
 
 
 @dataclass
@@ -39,6 +48,11 @@ class Variant:
     size_mb: float
     metrics: dict
     hub_repo: str | None = None
+    stamp: float = 0.0  # metrics.json's mtime when loaded: a rebuilt folder is reloaded
+    times: deque = field(default_factory=lambda: deque(maxlen=LIVE_WINDOW))
+
+    def live_ms(self) -> float | None:
+        return statistics.median(self.times) if self.times else None
 
 
 @dataclass
@@ -51,7 +65,12 @@ class VariantFamily:
     rows: list[dict] = field(default_factory=list)
     recommended: str | None = None
     pareto: set[str] = field(default_factory=set)  # rows on the accuracy/latency/size front
+    data: dict = field(default_factory=dict)        # what the numbers were measured on (artifacts.data_description)
+    folder: Path | None = None
+    stamps: dict[str, float] = field(default_factory=dict)  # metrics.json mtimes seen by refresh()
+    threads: int = 1
     pool: ThreadPoolExecutor | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def reference(self) -> str | None:
@@ -64,25 +83,26 @@ class VariantFamily:
         return list(self.variants)
 
     def map(self, fn, items):
-        """Run ``fn`` over ``items`` on the shared pool: ORT releases the GIL, so variants use every core."""
+        """Run ``fn`` over ``items`` on the shared pool: ORT releases the GIL, so batch work uses every core."""
+        import os
+
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="variant")
         return list(self.pool.map(fn, items))
 
 
 def _download(repo: str) -> Path:
-    """The files of a variant repo that serving needs; the model file only for ONNX variants."""
+    """The files of a variant repo that serving needs (``artifacts.hub_files`` of its format)."""
     from huggingface_hub import hf_hub_download, snapshot_download
 
     cc = Path(hf_hub_download(repo, artifacts.CONFIG))
-    if artifacts.read_json(cc).get("format", FORMAT_ONNX) != FORMAT_ONNX:
-        return Path(snapshot_download(repo, allow_patterns=[artifacts.CONFIG, artifacts.METRICS, "config.json"]))
-    return Path(snapshot_download(repo, allow_patterns=HUB_FILES))
+    fmt = (artifacts.read_json(cc) or {}).get("format", artifacts.FORMAT_ONNX)
+    return Path(snapshot_download(repo, allow_patterns=artifacts.hub_files(fmt)))
 
 
 def recommend(rows: list[dict], tolerance: float = 0.01) -> str | None:
     """The recommended row: the report's flag when the rows carry it (a local build), else the
-    report's own rule applied to these rows (a Space built from the published repos)."""
+    report's own rule applied to these rows (a Space, or a build still running)."""
     flagged = [r["variant"] for r in rows if r.get("recommended")]
     if flagged:
         return flagged[0]
@@ -90,45 +110,95 @@ def recommend(rows: list[dict], tolerance: float = 0.01) -> str | None:
     return recommend_row(rows, teacher["accuracy"] if teacher else None, tolerance)
 
 
-def load_family(variants_dir: str | Path | None = None, repo_ids: list[str] | None = None, threads: int = 1) -> VariantFamily:
-    """Load every variant under ``variants_dir`` (or download ``repo_ids`` from the Hub), once.
+def _open(family: VariantFamily, name: str, folder: Path, repo: str | None, metrics: dict) -> None:
+    """Serve one folder, or list why it cannot be served."""
+    family.unavailable.pop(name, None)
+    if not artifacts.servable(folder):
+        family.references[name] = "PyTorch reference, not served"
+        return
+    try:
+        runner = artifacts.open_onnx(folder, family.threads)
+        time_forward(runner, [runner.encode(["warm up the session"])], runs=0, warmup=3)  # first runs allocate
+        stamp = (folder / artifacts.METRICS).stat().st_mtime if (folder / artifacts.METRICS).is_file() else 0.0
+        family.variants = {**family.variants, name: Variant(name, runner, runner.model_file.stat().st_size / 1e6, metrics,
+                                                            repo, stamp)}
+    except Exception as exc:  # ArtifactError names the folder; anything else is shown as it came
+        family.variants = {k: v for k, v in family.variants.items() if k != name}
+        family.unavailable[name] = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+        log.warning("variant %s unavailable: %s", name, family.unavailable[name])
 
-    One intra-op thread per session: requests run variants side by side on the pool instead."""
-    family = VariantFamily()
-    folders: list[tuple[str, Path, str | None]] = []
-    if repo_ids:
-        for repo in repo_ids:
-            name = repo.split("/")[-1]
-            try:
-                folders.append((name, _download(repo), repo))
-            except Exception as exc:  # network, auth, missing repo: list it, keep going
-                family.unavailable[name] = f"download of {repo} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:150]}"
-    elif variants_dir is not None:
-        folders = [(f.name, f, None) for f in artifacts.list_variants(Path(variants_dir))]
-    report_rows = {r["variant"]: r for r in (artifacts.read_json(Path(variants_dir) / artifacts.REPORT) or {}).get("rows", [])} \
-        if variants_dir is not None and not repo_ids else {}
-    for name, folder, repo in folders:
-        metrics = {**(artifacts.read_metrics(folder) or {}), **report_rows.get(name, {})}
-        if metrics:
-            metrics["variant"], metrics["hub_repo"] = name, repo
-            family.rows.append(metrics)
-        fmt = artifacts.variant_format(folder)
-        if fmt != FORMAT_ONNX:
-            family.references[name] = "PyTorch reference, not served"
-            continue
-        try:
-            runner = OnnxRunner(folder, threads=threads)
-            time_forward(runner, [runner.encode(["warm up the session"])], runs=0, warmup=3)  # first runs allocate
-            family.variants[name] = Variant(name, runner, runner.model_file.stat().st_size / 1e6, metrics, repo)
-        except Exception as exc:
-            family.unavailable[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-            log.warning("variant %s unavailable: %s", name, family.unavailable[name])
+
+def _settle(family: VariantFamily) -> None:
+    """Order (reference first), recommendation and front, from the rows loaded so far."""
     if REFERENCE in family.variants:  # reference first so tables read top-down from it
         family.variants = {REFERENCE: family.variants[REFERENCE], **family.variants}
     family.rows.sort(key=lambda r: (r["variant"] != artifacts.TEACHER, r["variant"]))
     family.recommended = recommend(family.rows) if family.rows else None
     family.pareto = set(pareto_front(family.rows)) if family.rows else set()
+
+
+def load_family(variants_dir: str | Path | None = None, repo_ids: list[str] | None = None, threads: int = 1) -> VariantFamily:
+    """Load every variant under ``variants_dir`` (or download ``repo_ids`` from the Hub), once.
+
+    One intra-op thread per session: a variant's latency is its single-thread time, as measured."""
+    family = VariantFamily(threads=threads)
+    if repo_ids:
+        recipe = None
+        for repo in repo_ids:
+            name = repo.split("/")[-1]
+            try:
+                folder = _download(repo)
+            except Exception as exc:  # network, auth, missing repo: list it, keep going
+                family.unavailable[name] = f"download of {repo} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:150]}"
+                continue
+            recipe = recipe or artifacts.read_config(folder).get("recipe")
+            metrics = artifacts.read_metrics(folder) or {}
+            if metrics:
+                metrics["variant"], metrics["hub_repo"] = name, repo
+                family.rows.append(metrics)
+            _open(family, name, folder, repo, metrics)
+        family.data = artifacts.data_description(recipe)
+    elif variants_dir is not None:
+        family.folder = Path(variants_dir)
+        refresh(family)
+        return family
+    _settle(family)
     return family
+
+
+def refresh(family: VariantFamily) -> bool:
+    """Load the folders that appeared (or were rebuilt) under the family's build folder since the
+    last look; True when anything changed. Safe while requests are being served: the variant
+    mapping is replaced, never mutated in place."""
+    if family.folder is None:
+        return False
+    with family.lock:
+        report_rows = {r["variant"]: r for r in (artifacts.read_json(family.folder / artifacts.REPORT) or {}).get("rows", [])}
+        changed = False
+        rows = {r["variant"]: r for r in family.rows}
+        for folder in artifacts.list_variants(family.folder):
+            name = folder.name
+            stamp = (folder / artifacts.METRICS).stat().st_mtime
+            if family.stamps.get(name) == stamp:
+                continue
+            family.stamps[name] = stamp
+            metrics = {**(artifacts.read_metrics(folder) or {}), **report_rows.get(name, {})}
+            if not metrics.get("variant"):
+                continue
+            metrics.update(variant=name, hub_repo=None)
+            rows[name] = metrics
+            _open(family, name, folder, None, metrics)
+            changed = True
+        if report_rows:  # the build's report adds its flags (recommended, pareto) once it is written
+            for name, r in rows.items():
+                for key in ("recommended", "pareto", "significantly_worse"):
+                    if key in report_rows.get(name, {}) and r.get(key) != report_rows[name][key]:
+                        r[key], changed = report_rows[name][key], True
+        if changed or not family.data:
+            family.rows = list(rows.values())
+            family.data = artifacts.data_description(artifacts.read_recipe_dict(family.folder))
+            _settle(family)
+        return changed
 
 
 def clean_text(text: str | None) -> tuple[str, list[str]]:
@@ -158,29 +228,37 @@ def _label(v: Variant, logits: np.ndarray) -> tuple[str, float]:
 def predict(family: VariantFamily, text: str) -> tuple[list[dict], list[str]]:
     """Classify one text with every variant: (rows, notes). Empty text -> no rows, a note.
 
-    Variants run concurrently on the family's pool, each run once and timed: ``latency_ms`` is this
-    request's model time (it varies with load), ``build_p50_ms`` the build's steady measurement."""
+    The variants run one after another, each on its own single-thread session, so each is timed
+    alone: ``latency_ms`` is this request's model time, ``live_ms`` the median of the variant's
+    latest ``LIVE_WINDOW`` requests, ``build_p50_ms`` the build's steady measurement."""
     text, notes = clean_text(text)
     if not text:
         return [], ["Please type a sentence to classify (the input was empty)."]
+    variants = list(family.variants.values())
+    if not variants:
+        return [], ["No variant is ready to answer yet."]
 
     encoded: dict = {}  # one tokenization per distinct tokenizer, not per variant
-    for v in family.variants.values():
+    for v in variants:
         if v.runner.encode_key not in encoded:
             encoded[v.runner.encode_key] = v.runner.encode([text])
 
-    def run(v: Variant):  # one forward per variant: its answer and its time
-        return v, *timed_forward(v.runner, encoded[v.runner.encode_key])
-
     rows = []
-    for v, logits, ms in family.map(run, list(family.variants.values())):
+    for v in variants:
+        enc = encoded[v.runner.encode_key]
+        logits, ms = timed_forward(v.runner, enc)
+        v.times.append(ms)
+        for _ in range(WARM_REPEATS - len(v.times)):  # a fresh server: a few repeats, not one cold number
+            v.times.append(timed_forward(v.runner, enc)[1])
         label, conf = _label(v, logits)
         m = v.metrics
+        live = v.live_ms()
         rows.append({
             "variant": v.name,
             "label": label,
             "confidence": round(conf, 4),
             "latency_ms": round(ms, 3),
+            "live_ms": round(live, 3) if live is not None else None,
             "build_p50_ms": round(m["latency_p50_ms"], 3) if "latency_p50_ms" in m else None,
             "size_mb": round(v.size_mb, 2),
             "accuracy": round(m["accuracy"], 4) if "accuracy" in m else None,
@@ -212,19 +290,22 @@ def parse_batch(text: str | None, file_path: str | None) -> tuple[list[str], lis
 
 def run_batch(family: VariantFamily, texts: list[str], labels: list[int] | None, progress=None):
     """Per-variant accuracy/throughput, the pairwise agreement matrix, and the sentences whose
-    label differs from the reference in some variant: (rows, matrix, names, flips)."""
+    label differs from the reference in some variant: (rows, matrix, names, flips).
+
+    Predictions are the served ones (``served_logits``: as each sentence alone gets it);
+    throughput is a separate padded batch-32 pass."""
     variants = list(family.variants.values())
     if progress is not None:
         progress(0, desc=f"running {len(variants)} variants")
 
     def run(v: Variant):
-        logits, per_s = timed_logits(v.runner, texts, 32)
-        return v, predictions(logits, is_multi_label(v.runner.config)), per_s
+        _, per_s = timed_logits(v.runner, texts, 32)
+        return v, predictions(v.runner.served_logits(texts), is_multi_label(v.runner.config)), per_s
 
     preds, rows = {}, []
     for v, pred, per_s in family.map(run, variants):
         preds[v.name] = pred
-        row = {"variant": v.name, "sentences": len(texts), "throughput_per_s": round(per_s, 1)}
+        row = {"variant": v.name, "sentences": len(texts), "batch32_throughput_per_s": round(per_s, 1)}
         if labels is not None:
             row["accuracy"] = round(float(np.mean(same_prediction(pred, np.asarray(labels)))), 4)
         rows.append(row)

@@ -13,7 +13,8 @@ import torch
 
 from .config import DatasetConfig, TeacherConfig
 from .data import TextData, label_names
-from .modeling import encoder_layers, load_classifier, load_for_finetune
+from .machine import training_precision
+from .modeling import encoder_layers, load_classifier, load_for_finetune, set_dropout
 
 log = logging.getLogger(__name__)
 LOG_EVERY = 50  # Trainer log lines (loss, lr) every this many steps: one line a few seconds apart on CPU
@@ -50,18 +51,24 @@ def freeze_lowest_layers(model, n: int) -> None:
         module.requires_grad_(False)
 
 
-def train_teacher(base_model: str, train: TextData, dcfg: DatasetConfig, tcfg: TeacherConfig, work_dir: Path):
-    """Fine-tune ``base_model`` on ``train``; returns (model, tokenizer) in eval mode, on the CPU."""
+def train_teacher(base_model: str, train: TextData, dcfg: DatasetConfig, tcfg: TeacherConfig, work_dir: Path,
+                  callbacks: list | None = None):
+    """Fine-tune ``base_model`` on ``train``; returns (model, tokenizer) in eval mode, on the CPU.
+
+    ``callbacks``: extra transformers TrainerCallbacks (the build's progress file follows the steps)."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     if tcfg.skip:  # an already fine-tuned classifier: keep its head and labels as they are
         log.info("teacher.skip: using %s as the teacher without fine-tuning", base_model)
         return load_classifier(base_model)
-    model, tokenizer = load_for_finetune(base_model, label_names(dcfg, max(train.labels) + 1))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = load_for_finetune(base_model, label_names(dcfg, max(train.labels) + 1), device)
     if tcfg.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     if tcfg.freeze_layers:
         freeze_lowest_layers(model, tcfg.freeze_layers)
+    set_dropout(model, tcfg.dropout)
+    precision = training_precision(tcfg.precision, device, cuda_bf16=device == "cuda" and torch.cuda.is_bf16_supported())
     args = TrainingArguments(
         output_dir=str(work_dir),
         num_train_epochs=tcfg.epochs,
@@ -79,16 +86,23 @@ def train_teacher(base_model: str, train: TextData, dcfg: DatasetConfig, tcfg: T
         dataloader_pin_memory=False,
         group_by_length=True,  # similar lengths per batch: far less padding on SST-2's phrases
         disable_tqdm=False,
+        bf16=precision == "bf16",  # autocast; the master weights and AdamW state stay fp32
+        use_cpu=device == "cpu",
     )
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=_Encoded(tokenizer, train, dcfg.max_length),
         data_collator=DataCollatorWithPadding(tokenizer),
+        callbacks=callbacks,
     )
-    log.info("fine-tuning the teacher on %d examples (%s epochs)", len(train), tcfg.epochs)
+    log.info("fine-tuning the teacher on %d examples (%s epochs, %s)", len(train), tcfg.epochs, precision)
     trainer.train()
-    model = trainer.model.cpu().eval()
+    from accelerate.utils import extract_model_from_parallel
+
+    # bf16 training wraps forward in an autocast-and-cast-back shim: the teacher is measured,
+    # exported and copied into students as the plain fp32 model it is
+    model = extract_model_from_parallel(trainer.model, keep_fp32_wrapper=False).cpu().eval()
     # freezing is how the teacher was trained, not a property of the teacher: every later step
     # (Taylor importance for pruning, students copied from its layers) needs gradients everywhere
     model.requires_grad_(True)

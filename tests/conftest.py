@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 # The test Hub must be known before huggingface_hub is imported anywhere: its
 # constants (endpoint, cache, xet) are read at import time. Nothing here reaches
-# the real Hub: every Hub call goes to tests/hub_server.py on this port.
+# the real Hub: every Hub call goes to compression/hubserver.py on this port.
 HUB_PORT = _free_port()
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
 os.environ["HF_HUB_DISABLE_XET"] = "1"
@@ -107,7 +107,8 @@ def tiny_recipe_dict(model: Path, data: Path, **variants) -> dict:
         "version": 1,
         "name": "tiny",
         "base_model": str(model),
-        "dataset": {"path": str(data), "label_names": ["negative", "positive"], "max_length": 32},
+        "dataset": {"path": str(data), "label_names": ["negative", "positive"], "max_length": 32,
+                    "name": "synthetic reviews", "task": "Sentiment classification"},
         "teacher": {"epochs": 4, "batch_size": 16, "learning_rate": 1e-3},
         "evaluation": {"threads": 1, "latency_runs": 10, "warmup": 2, "latency_sentences": 5,
                        "ood_path": str(data / "ood.tsv") if (data / "ood.tsv").is_file() else None},
@@ -118,6 +119,7 @@ def tiny_recipe_dict(model: Path, data: Path, **variants) -> dict:
             "int8-dynamic": ["export", {"quantize_dynamic": {"preset": "auto"}}],
             "int8-emb4": ["export", "quantize_dynamic", "quantize_embeddings_4bit"],
             "int8-static": ["export", {"quantize_static": {"calibration_samples": 32}}],
+            "w4": ["export", {"quantize_weights_4bit": {"block_size": 32}}],
             "torch-int8": ["torch_dynamic_int8"],
         },
     }

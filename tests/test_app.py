@@ -10,6 +10,7 @@ import pytest
 from compression import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--disable-sync"]
 
@@ -76,21 +77,34 @@ def test_every_variant_answers_and_broken_one_is_listed(app, client):
 
 
 @pytest.mark.parametrize(
-    "text, expect_rows, note",
+    "text, classified, notes",
     [
-        ("", False, "input was empty"),
-        ("   \n\t ", False, "input was empty"),
-        ("good " * 20_000, True, "only the first 2,000 were classified"),
-        ("good\x00 film\x07", True, "control characters were removed"),
-        ("🎬 الفيلم رائع great film", True, ""),
-        ("<script>alert(1)</script>", True, ""),
+        ("", None, ["Please type a sentence to classify (the input was empty)."]),
+        ("   \n\t ", None, ["Please type a sentence to classify (the input was empty)."]),
+        ("good " * 20_000, ("good " * 400).strip(), ["input was 100,000 characters; only the first 2,000 were classified"]),
+        ("good\x00 film\x07", "good film", ["control characters were removed"]),
+        ("🎬 الفيلم رائع great film", "🎬 الفيلم رائع great film", []),
+        ("<script>alert(1)</script>", "<script>alert(1)</script>", []),
     ],
 )
-def test_odd_input(client, text, expect_rows, note):
+def test_odd_input(app, client, text, classified, notes):
+    """Each odd input gets exactly its own notes, and its rows are the answers for the cleaned text."""
+    module, _ = app
     result = client.predict(text, None, api_name="/classify")
-    assert bool(_rows(result)) == expect_rows
-    assert note in result[1]
+    rows = _rows(result)
+    lines = [line[2:] for line in result[1].splitlines() if line.startswith("- ")]
+    own = [line for line in lines if not line.startswith("Some variants disagree")]
+    assert own == [n.replace("<", "&lt;").replace(">", "&gt;") for n in notes]
     assert "<script>" not in result[1]
+    if classified is None:
+        assert rows == []
+        return
+    for r in rows:  # the label each variant gives the cleaned text on its own
+        runner = module.FAMILY.variants[r["variant"]].runner
+        probs = serving.softmax(runner.forward(runner.encode([classified])))[0]
+        assert r["label"] == runner.config["id2label"][str(int(probs.argmax()))]
+    disagree = len({r["label"] for r in rows}) > 1
+    assert disagree == any(line.startswith("Some variants disagree") for line in lines)
 
 
 def test_query_params_preselect_and_unknown_variant(app):
@@ -121,7 +135,10 @@ def test_batch_with_labels_and_bad_files(app, tmp_path):
     good.write_text("sentence,label\nsuperb film,1\nawful plot,0\nbrilliant acting,1\n")
     table, heatmap, flips, notes = module.batch("", str(good))
     assert set(table["variant"]) == set(module.FAMILY.names) and "accuracy" in table
-    assert (table["accuracy"].between(0, 1)).all()
+    for row in table.to_dict("records"):  # each variant's accuracy is its own answers against the labels
+        runner = module.FAMILY.variants[row["variant"]].runner
+        pred = [int(runner.forward(runner.encode([t])).argmax()) for t in ("superb film", "awful plot", "brilliant acting")]
+        assert row["accuracy"] == round(sum(p == y for p, y in zip(pred, (1, 0, 1))) / 3, 4)
     assert 'id="agreement-heatmap"' in heatmap and heatmap.count("<tr>") == len(module.FAMILY.names) + 1
     assert f"get a different label from fp32" in notes
     for row in flips.to_dict("records"):  # every listed sentence really differs from the reference somewhere
@@ -198,3 +215,160 @@ def test_predict_runs_each_variant_once_and_reports_that_runs_time(app):
         runner = module.FAMILY.variants[r["variant"]].runner
         probs = serving.softmax(runner.forward(runner.encode(["a quietly moving film"])))[0]
         assert abs(r["confidence"] - round(float(probs.max()), 4)) < 1e-3
+
+
+def test_compare_tab_values_come_from_each_metrics_file(app):
+    from compression.report import delta_text
+
+    module, _ = app
+    df = module.compare_table()
+    by_name = {v.replace("⭐ ", "").replace(" ↓", ""): row for v, row in zip(df["variant"], df.to_dict("records"))}
+    assert set(by_name) == {r["variant"] for r in module.FAMILY.rows}
+    for r in module.FAMILY.rows:
+        row = by_name[r["variant"]]
+        assert row["accuracy"] == round(r["accuracy"], 4) and row["latency_p50_ms"] == round(r["latency_p50_ms"], 2)
+        assert row["delta_vs_teacher"] == delta_text(r) and row["flips"] == f"{r['flips_lost']} / {r['flips_gained']}"
+    assert by_name["teacher"]["delta_vs_teacher"] == "+0.00 [+0.00, +0.00]"
+    assert sum("⭐" in v for v in df["variant"]) == 1
+    points = module.pareto_points()
+    assert set(points["variant"]) == set(by_name) and (points["role"] == "recommended").sum() == 1
+
+
+def test_concurrent_requests_each_get_every_variant(app, client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    module, url = app
+    texts = [f"a {w} film" for w in ("superb", "dull", "moving", "boring", "fine", "ugly", "smart", "flat")]
+    clients = [Client(url, verbose=False) for _ in range(4)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: clients[i % 4].predict(texts[i], None, api_name="/classify"), range(8)))
+    for text, result in zip(texts, results):
+        rows = _rows(result)
+        assert [r["variant"] for r in rows] == module.FAMILY.names, text
+        fp32 = module.FAMILY.variants["fp32"].runner
+        want = fp32.config["id2label"][str(int(fp32.forward(fp32.encode([text])).argmax()))]
+        assert next(r for r in rows if r["variant"] == "fp32")["label"] == want   # no answer crossed to another request
+
+
+def _start_app(env_extra, tmp_path, port):
+    import os
+    import subprocess
+
+    env = {**os.environ, "PORT": str(port), **env_extra}
+    env.pop("BCS_HUB_REPOS", None)
+    log = open(tmp_path / f"app-{port}.log", "w")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path = tmp_path / f"app-{port}.log"
+    return proc
+
+
+def _wait_http(url, proc, seconds=120):
+    import time
+    import urllib.request
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.log_path.read_text()
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"no answer within {seconds} s:\n{proc.log_path.read_text()}")
+
+
+def _stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except Exception:
+        proc.kill()
+
+
+@pytest.mark.parametrize("case", ["empty", "all-broken"])
+def test_a_folder_with_nothing_servable_gives_a_clear_page(built, tmp_path, case):
+    from gradio_client import Client
+
+    _, out, _ = built
+    folder = tmp_path / "v"
+    folder.mkdir()
+    if case == "all-broken":
+        for name in ("fp32", "int8-dynamic"):
+            shutil.copytree(out / name, folder / name)
+            (folder / name / "model.onnx").write_bytes(b"\x00garbage")
+    port = _free_port()
+    proc = _start_app({"BCS_VARIANTS_DIR": str(folder), "BCS_BUILD": "0"}, tmp_path, port)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/", proc)
+        result = Client(f"http://127.0.0.1:{port}/", verbose=False).predict("good film", None, api_name="/classify")
+        assert _rows(result) == []
+        assert "No variant is ready to answer yet." in result[1]
+        if case == "all-broken":
+            assert "No variant could be loaded" in result[1] and "fp32" in result[1] and "rebuild this variant" in result[1]
+    finally:
+        _stop(proc)
+    log = proc.log_path.read_text()
+    assert "Traceback" not in log, log
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (.ci/run installs it)")
+def test_first_run_serves_at_once_and_rows_appear_without_a_reload(tiny_model, tiny_data, tmp_path):
+    """`python app.py` on an empty folder: the page is up while the build runs in its own process,
+    shows its progress, and grows a row per finished variant; a second app follows instead of building."""
+    import json
+    import time
+
+    from playwright.sync_api import sync_playwright
+
+    from compression import progress
+    from conftest import tiny_recipe_dict
+
+    recipe = tmp_path / "tiny.json"
+    d = tiny_recipe_dict(tiny_model, tiny_data, **{
+        "fp32": ["export"], "int8-dynamic": ["export", "quantize_dynamic"],
+        "student": [{"distill": {"num_layers": 1, "max_steps": 400, "batch_size": 16}}, "quantize_dynamic"]})
+    recipe.write_text(json.dumps(d))
+    folder = tmp_path / "variants"
+    port, port2 = _free_port(), _free_port()
+    proc = _start_app({"BCS_VARIANTS_DIR": str(folder), "BCS_RECIPE": str(recipe)}, tmp_path, port)
+    second = None
+    counts = []
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/", proc)
+        second = _start_app({"BCS_VARIANTS_DIR": str(folder), "BCS_RECIPE": str(recipe)}, tmp_path, port2)
+        _wait_http(f"http://127.0.0.1:{port2}/", second)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector("#build-status.running", timeout=60000)
+            assert "Building" in page.inner_text("#build-status")
+            page.get_by_role("tab", name="Compare").click()
+            deadline = time.time() + 300
+            while time.time() < deadline:
+                counts.append(page.locator('#compare-table [data-testid^="cell-"][data-col="0"]').count())
+                if page.locator("#build-status.done").count():
+                    break
+                time.sleep(0.5)
+            page.wait_for_function("() => document.querySelectorAll('#compare-table [data-testid^=\"cell-\"][data-col=\"0\"]')"
+                                   ".length === 4", timeout=60000)   # teacher, fp32, int8-dynamic, student
+            assert "Build finished" in page.inner_text("#build-status")
+            page.get_by_role("tab", name="Classify").click()
+            page.get_by_label("Sentence").fill("a charming film")
+            page.get_by_role("button", name="Classify").click()
+            page.wait_for_function("() => document.querySelectorAll('#predictions [data-testid^=\"cell-\"][data-col=\"0\"]')"
+                                   ".length === 3", timeout=30000)   # every finished variant answers, no reload
+            page.screenshot(path=str(tmp_path / "first-run.png"), full_page=True)
+            browser.close()
+    finally:
+        for p_ in (proc, second):
+            if p_ is not None:
+                _stop(p_)
+    assert any(0 < c < 4 for c in counts), counts                       # rows appeared while the build was running
+    assert counts == sorted(counts)                                      # and only ever grew
+    state = progress.read(folder)
+    assert state["state"] == "done" and state["finished"][0] == "teacher"
+    assert "is building" in second.log_path.read_text()                 # the second app followed, did not build
+    assert (folder / "build.log").read_text().count("[1/4] teacher done") == 1

@@ -52,11 +52,18 @@ def test_resume_skips_finished_and_rebuilds_broken(built, tmp_path, tiny_model, 
 
 def test_changed_recipe_rebuilds_only_changed_variant(built, tmp_path, tiny_model, tiny_data):
     _, out, _ = built
+    work = tmp_path / "v"
+    shutil.copytree(out, work)
     d = tiny_recipe_dict(tiny_model, tiny_data)
     d["variants"]["int8-dynamic"] = ["export", {"quantize_dynamic": {"per_channel": False}}]
     changed = Recipe.from_dict(d)
-    assert not is_finished(out / "int8-dynamic", changed.variant("int8-dynamic").fingerprint(changed))
-    assert is_finished(out / "fp32", changed.variant("fp32").fingerprint(changed))
+    assert not is_finished(work / "int8-dynamic", changed.variant("int8-dynamic").fingerprint(changed))
+    stamps = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in work.iterdir() if (p / "metrics.json").exists()}
+    build(changed, work)
+    after = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in work.iterdir() if (p / "metrics.json").exists()}
+    assert {n for n in stamps if after[n] != stamps[n]} == {"int8-dynamic"}   # the teacher and the rest were reused
+    cc = json.loads((work / "int8-dynamic" / "compression_config.json").read_text())
+    assert cc["steps"][1] == {"quantize_dynamic": {"preset": "auto", "per_channel": False, "operators": None}}
 
 
 def test_report_has_every_row_and_recommendation_on_front(built):
@@ -127,14 +134,14 @@ def test_every_row_has_the_out_of_domain_column(built, tiny_data):
 
     from compression.data import read_file
     from compression.metrics import balanced_accuracy
-    from compression.runtime import OnnxRunner
+    from compression.artifacts import open_onnx
 
     _, out, summary = built
     rows = {r["variant"]: r for r in summary["rows"]}
     assert all({"ood_accuracy", "ood_balanced_accuracy", "ood_agreement"} <= set(r) for r in rows.values())
     assert rows["teacher"]["ood_agreement"] == 1.0 and rows["fp32"]["ood_samples"] == 90
     ood = read_file(tiny_data / "ood.tsv", "sentence", "label")
-    pred = OnnxRunner(out / "fp32").logits(ood.texts).argmax(-1)
+    pred = open_onnx(out / "fp32").logits(ood.texts).argmax(-1)
     assert rows["fp32"]["ood_balanced_accuracy"] == pytest.approx(balanced_accuracy(pred, np.array(ood.labels)))
     assert "OOD acc" in (out / "report.md").read_text()
 
@@ -187,22 +194,6 @@ def test_distill_prune_vocab_chain_in_a_real_build_trains_the_shared_prefix_once
     assert {"GatherBlockQuantized", "MatMulInteger"} <= ops
 
 
-def test_progress_lines_estimate_from_variant_stages_only(caplog):
-    from compression.build import Progress
-
-    caplog.set_level("INFO", logger="compression")
-    p = Progress(work=[0, 0, 1000, 2000])                 # two quick rows, then two training rows
-    p.finished("teacher", 600.0, kind="teacher")         # a 10-minute teacher says nothing about a variant's time
-    p.finished("int8", 30.0)
-    p.finished("old-row (reused)", 0.1, kind="reused")    # finished earlier: not a timing sample
-    p.finished("kd", 130.0)                               # 30 s fixed + 100 s for 1000 units of training
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines[0].startswith("[1/5] teacher done in 600 s") and lines[0].endswith("4 variants to go")
-    assert lines[1].endswith("about 1.5 min left plus 2 training stages (estimated once one has run)")  # 3 x 30 s
-    assert lines[2].endswith("about 1.0 min left plus 2 training stages (estimated once one has run)")  # reused: not fitted
-    assert lines[3].startswith("[4/5] kd done in 130 s") and lines[3].endswith("about 3.8 min left")  # 30 + 0.1 x 2000 s
-
-
 def test_training_work_counts_a_shared_prefix_once():
     from compression.build import training_work
     from compression.recipe import Recipe
@@ -210,8 +201,30 @@ def test_training_work_counts_a_shared_prefix_once():
     kd = {"distill": {"num_layers": 1, "epochs": 2, "train_samples": 100}}
     recipe = Recipe.from_dict({"version": 1, "variants": {"a": [kd], "b": [kd, "quantize_dynamic"], "c": ["export"],
                                                             "d": [{"distill": {"num_layers": 1, "epochs": 1}}]}})
-    assert training_work(list(recipe.variants), n_train=400) == [200.0, 0.0, 0.0, 400.0]
+    # steps declare their work: whole batches of 32 (2 epochs x 100 -> 7 steps x 32 sentences) x layers trained
+    assert training_work(list(recipe.variants), n_train=400) == [224.0, 0.0, 0.0, 416.0]
     # a 1-layer student costs a sixth of what the same KD on a 6-layer model costs
     prune = {"prune_structured": {"heads_fraction": 0.5, "epochs": 1, "train_samples": 100}}
     deep = Recipe.from_dict({"version": 1, "variants": {"p": [prune], "s": [kd, prune]}})
-    assert training_work(list(deep.variants), n_train=400, teacher_layers=6) == [600.0, 300.0]
+    assert training_work(list(deep.variants), n_train=400, teacher_layers=6) == [128.0 * 6, 224.0 + 128.0]
+    no_recovery = Recipe.from_dict({"version": 1, "variants": {"p": [{"prune_structured": {"heads_fraction": 0.5,
+                                                                                          "recovery": False}}]}})
+    assert training_work(list(no_recovery.variants), n_train=400, teacher_layers=6) == [0.0]
+
+
+def test_same_seed_same_machine_same_numbers(tiny_model, tiny_data, tmp_path):
+    """Two builds of one recipe on one machine: identical weights, predictions and accuracies."""
+    import hashlib
+
+    kd = {"distill": {"num_layers": 1, "max_steps": 8, "batch_size": 16, "train_samples": 120}}
+    d = tiny_recipe_dict(tiny_model, tiny_data, **{"int8-dynamic": ["export", "quantize_dynamic"], "student": [kd]})
+    d["teacher"]["epochs"] = 1
+    summaries = [build(Recipe.from_dict(d), tmp_path / name) for name in ("a", "b")]
+    rows = [{r["variant"]: r for r in s["rows"]} for s in summaries]
+    for name in rows[0]:
+        for key in ("accuracy", "ood_accuracy", "agreement", "delta_accuracy", "delta_accuracy_ci95", "flips_lost"):
+            assert rows[0][name][key] == rows[1][name][key], (name, key)
+        assert (tmp_path / "a" / name / "predictions.json").read_text() == (tmp_path / "b" / name / "predictions.json").read_text()
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert digest(tmp_path / "a" / "teacher" / "model.safetensors") == digest(tmp_path / "b" / "teacher" / "model.safetensors")
+    assert digest(tmp_path / "a" / "student" / "model.onnx") == digest(tmp_path / "b" / "student" / "model.onnx")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import HUB_PORT, REPO
-from hub_server import Handler, HubState, git_sha1, space_output, start_space, wait_http
+from compression.hubserver import Handler, HubState, git_sha1, space_output, start_space, wait_http
 
 TOKEN = "hf_testtoken_DO_NOT_LEAK_1234567890"
 READONLY = "hf_readonly_token_0987654321"
@@ -55,7 +55,7 @@ def _files(hub, repo_id, rtype="model"):
 
 def test_every_variant_repo_has_all_files(hub, published):
     work, result = published
-    assert set(result["repos"]) == {"teacher", "fp32", "fp16", "int8-dynamic", "int8-emb4", "int8-static"}  # torch-int8 is local-only
+    assert set(result["repos"]) == {"teacher", "fp32", "fp16", "int8-dynamic", "int8-emb4", "int8-static", "w4"}  # torch-int8 is local-only
     card = hub.blob(_files(hub, result["repos"]["int8-emb4"])["README.md"]).decode()
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["base_model_relation"] == "quantized" and {"4-bit", "onnx"} <= set(meta["tags"])
@@ -76,7 +76,9 @@ def test_card_yaml_parses_to_model_index(hub, published):
         assert meta["pipeline_tag"] == "text-classification"
         assert meta["library_name"] == ("transformers" if name == "teacher" else "onnx")
         results = meta["model-index"][0]["results"][0]
-        assert results["dataset"]["name"] == "GLUE SST-2" and results["dataset"]["split"] == "validation"
+        assert results["dataset"]["name"] == "synthetic reviews" and results["dataset"]["split"] == "validation"
+        assert "SST-2" not in card and "nyu-mll/glue" not in card and "datasets" not in meta  # named from the recipe only
+        assert "synthetic reviews" in card and "ood.tsv" in card  # the out-of-domain set by its own name
         values = {m["type"]: m["value"] for m in results["metrics"]}
         assert values["accuracy"] == round(metrics["accuracy"], 4)
         if name != "teacher":
@@ -101,7 +103,7 @@ def test_from_pretrained_round_trip(published):
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from compression.artifacts import load_runner
+    from compression.loader import load_runner
 
     work, _ = published
     texts = ["the acting was superb", "a dull and boring plot", "fine"]
@@ -185,7 +187,8 @@ def test_cli_publish_and_space(hub, published, tmp_path):
     files = hub.head("space", f"{NS}/bert-compression-studio")["files"]
     assert {"app.py", "requirements.txt", "compression/__init__.py", "compression/serving.py", "README.md",
             "space_config/hub_repos.txt"} <= set(files)
-    assert not {f for f in files if f.startswith("compression/steps/") or f in ("compression/build.py", "compression/modeling.py")}
+    assert not {f for f in files if f.startswith("compression/steps/") or f in ("compression/build.py", "compression/loader.py",
+                                                                                  "compression/teacher.py")}
     requirements = hub.blob(files["requirements.txt"]).decode()
     assert "onnxruntime==" in requirements and "gradio==" in requirements
     assert not {"torch", "transformers", "pytest", "playwright", "optimum"} & {
@@ -273,7 +276,7 @@ def test_space_from_published_repos_runs_without_torch_in_a_browser(hub, publish
         wait_http(f"http://127.0.0.1:{port}/", proc)
         from gradio_client import Client
 
-        served = {f"tiny-{n}" for n in ("fp32", "fp16", "int8-dynamic", "int8-emb4", "int8-static")}
+        served = {f"tiny-{n}" for n in ("fp32", "fp16", "int8-dynamic", "int8-emb4", "int8-static", "w4")}
         table = Client(f"http://127.0.0.1:{port}/", verbose=False).predict("not bad at all", None, api_name="/classify")[0]
         assert {row[0] for row in table["data"]} == served  # every published ONNX variant answers without torch
         if not chromium.exists():

@@ -7,7 +7,7 @@ import pytest
 
 from compression.build import build
 from compression.recipe import Recipe
-from compression.runtime import OnnxRunner
+from compression.artifacts import open_onnx
 from conftest import SST2
 
 pytestmark = pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason="../shared/data/sst2 not present")
@@ -48,6 +48,6 @@ def test_minilm_fp32_onnx_matches_pytorch(minilm_build):
     model = AutoModelForSequenceClassification.from_pretrained(out / "teacher").eval()
     with torch.inference_mode():
         ref = model(**tok(texts, padding=True, return_tensors="pt")).logits.numpy()
-    got = OnnxRunner(out / "fp32").logits(texts)
+    got = open_onnx(out / "fp32").logits(texts)
     np.testing.assert_allclose(got, ref, atol=1e-4)
     assert json.loads((out / "fp32" / "config.json").read_text())["id2label"] == {"0": "negative", "1": "positive"}

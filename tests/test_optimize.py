@@ -11,9 +11,9 @@ import torch
 from compression.errors import ModelError, RecipeError
 from compression.optimize import compare, optimize
 from compression.config import EvalConfig
-from compression.artifacts import load_runner
+from compression.loader import load_runner
 from compression.modeling import accepted_inputs
-from compression.runtime import OnnxRunner
+from compression.artifacts import open_onnx
 from conftest import REPO, make_tiny_model, synthetic, write_tsv
 
 FAST = EvalConfig(latency_runs=5, warmup=1, latency_sentences=3)
@@ -64,7 +64,7 @@ def test_optimize_every_architecture_end_to_end(arch, tmp_path):
     with torch.no_grad():
         enc = tok(TEXTS[:8], padding=True, truncation=True, max_length=60, return_tensors="pt")
         ref = model(**accepted_inputs(model, enc)).logits.numpy()
-    got = OnnxRunner(tmp_path / "out" / "fp32", max_length=60).logits(TEXTS[:8])
+    got = open_onnx(tmp_path / "out" / "fp32", max_len=60).logits(TEXTS[:8])
     np.testing.assert_allclose(got, ref, atol=1e-4)  # padding handled (GPT-2 reads the last non-pad token)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / "int8-dynamic" / "model.onnx")).graph.node}
     assert "MatMulInteger" in ops
@@ -83,7 +83,7 @@ def test_structured_pruning_says_it_does_not_apply_to_gpt2(tmp_path):
     d = tiny_recipe_dict(model_dir, tmp_path, x=[{"prune_structured": {"heads_fraction": 0.5}}])
     d["dataset"] = {"path": str(data)}
     d["teacher"] = {"skip": True}
-    with pytest.raises(RecipeError, match="structured pruning supports BERT-style encoders"):
+    with pytest.raises(RecipeError, match="structured pruning supports bert, .*not .gpt2."):
         build(Recipe.from_dict(d), tmp_path / "out")
 
 
@@ -94,7 +94,7 @@ def test_mobile_ort_matches_onnx(tmp_path, tiny_model):
     folder = tmp_path / "out" / "int8-dynamic"
     assert (folder / "model.ort").is_file() and (folder / "tokenizer.json").is_file()
     assert (folder / "required_operators.config").is_file()
-    runner = OnnxRunner(folder, max_length=32)
+    runner = open_onnx(folder, max_len=32)
     enc = runner.encode(TEXTS[:6])
     sess = ort.InferenceSession(str(folder / "model.ort"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(sess.run(None, enc)[0], runner.forward(enc), atol=1e-5)
@@ -195,7 +195,7 @@ def test_multi_label_semantics_survive_export_eval_and_app(tmp_path):
     data = tmp_path / "eval.jsonl"
     data.write_text("".join(json.dumps({"sentence": t, "label": y}) + "\n" for t, y in zip(texts, gold)))
     summary = optimize(str(folder), tmp_path / "out", ["fp32", "int8-dynamic"], eval_data=str(data), evaluation=FAST)
-    runner = OnnxRunner(tmp_path / "out" / "fp32")
+    runner = open_onnx(tmp_path / "out" / "fp32")
     pred = predictions(runner.logits(texts), multi_label=True)
     assert pred.shape == (40, 3) and set(np.unique(pred)) <= {0, 1}
     expected_acc = float(np.mean((pred == np.array(gold)).all(-1)))
@@ -242,7 +242,7 @@ def test_gpt2_steps_that_do_not_apply_are_skipped_with_a_reason(tmp_path):
     res = subprocess.run([sys.executable, "-m", "compression", "optimize", "--model", str(model_dir), "--variants-dir",
                           str(tmp_path / "cli"), "--only", "fp32", "distilled-half"], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0 and "Traceback" not in res.stderr
-    assert "skipped distilled-half: step 'distill': layer dropping supports BERT-style encoders, not 'gpt2'" in res.stdout
+    assert "skipped distilled-half: step 'distill': layer dropping supports bert, " in res.stdout and "; not 'gpt2'" in res.stdout
 
 
 def test_compare_handles_a_gpt2_without_pad_token(tmp_path):

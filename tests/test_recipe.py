@@ -86,7 +86,7 @@ def test_compression_config_reloads_identically(built):
     recipe, out, _ = built
     for name in ("int8-dynamic", "int8-static", "fp16"):
         cc = json.loads((out / name / "compression_config.json").read_text())
-        assert cc["format_version"] == 1 and cc["variant"] == name
+        assert cc["format_version"] == 2 and cc["variant"] == name
         again = Recipe.from_dict(cc["recipe"])
         assert again == recipe
         assert again.variant(name).fingerprint(again) == cc["fingerprint"]

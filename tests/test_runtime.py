@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from compression.artifacts import load_runner
+from compression.loader import load_runner
+from compression.artifacts import open_onnx
 from compression.runtime import OnnxRunner, TorchRunner
 from compression.errors import OnnxError
 from compression.steps.export import load_onnx
@@ -24,7 +25,7 @@ def _torch_logits(folder, texts):
 def test_fp32_onnx_matches_pytorch(built):
     _, out, _ = built
     ref = _torch_logits(out / "teacher", TEXTS)
-    got = OnnxRunner(out / "fp32", max_length=32).logits(TEXTS, 8)
+    got = open_onnx(out / "fp32", max_len=32).logits(TEXTS, 8)
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, atol=FP32_ATOL)
 
@@ -32,7 +33,7 @@ def test_fp32_onnx_matches_pytorch(built):
 def test_fp16_onnx_matches_pytorch(built):
     _, out, _ = built
     ref = _torch_logits(out / "teacher", TEXTS)
-    got = OnnxRunner(out / "fp16", max_length=32).logits(TEXTS, 8)
+    got = open_onnx(out / "fp16", max_len=32).logits(TEXTS, 8)
     np.testing.assert_allclose(got, ref, atol=FP16_ATOL)
     assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.95
 
@@ -88,8 +89,8 @@ def test_onnx_runner_tokenizes_exactly_like_transformers(tmp_path):
         def __init__(self):
             from tokenizers import Tokenizer
 
-            self.folder, self.input_names = folder, ["input_ids", "attention_mask", "token_type_ids"]
-            self.config, self.max_length = {"pad_token_id": 0}, 64
+            self.input_names = ["input_ids", "attention_mask", "token_type_ids"]
+            self.config, self.max_length, self.pad_token = {"pad_token_id": 0}, 64, "[PAD]"
             self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
             self.tokenizer.no_padding()
             self.tokenizer.enable_truncation(self.max_length)

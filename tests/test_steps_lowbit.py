@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from compression.runtime import OnnxRunner
+from compression.artifacts import open_onnx
 from compression.steps.lowbit import quantize_4bit, word_embedding_gather
 from conftest import synthetic
 
@@ -19,7 +19,7 @@ def _ops(path):
 
 def test_embeddings_4bit_after_int8_keeps_int8_matmuls_and_logits(built, tmp_path):
     _, out, _ = built
-    parent, child = OnnxRunner(out / "int8-dynamic"), OnnxRunner(out / "int8-emb4")
+    parent, child = open_onnx(out / "int8-dynamic"), open_onnx(out / "int8-emb4")
     ops = _ops(child.model_file)
     assert ops.count("GatherBlockQuantized") == 1                       # only the word table
     assert ops.count("MatMulInteger") == _ops(parent.model_file).count("MatMulInteger") > 0  # MatMuls stay int8
@@ -64,6 +64,15 @@ def test_weights_4bit_on_float_graph_and_refused_after_int8(built, tmp_path):
     counts = quantize_4bit(path, block_size=32, symmetric=True, matmuls=True, embeddings=True)
     assert counts["MatMulNBits"] > 0 and counts["GatherBlockQuantized"] == 1
     assert path.stat().st_size < 0.5 * (out / "fp32" / "model.onnx").stat().st_size
+    import onnxruntime as ort  # the 4-bit graph runs, and computes what the float graph computes, within 4-bit error
+
+    fp32 = open_onnx(out / "fp32")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    enc = fp32.encode(TEXTS)
+    got = sess.run(None, {k: v for k, v in enc.items() if k in {i.name for i in sess.get_inputs()}})[0]
+    want = fp32.forward(enc)
+    assert got.shape == want.shape and np.abs(got - want).max() < 0.1
+    assert np.mean(got.argmax(-1) == want.argmax(-1)) >= 0.95
     int8 = tmp_path / "int8.onnx"
     shutil.copy(out / "int8-dynamic" / "model.onnx", int8)
     with pytest.raises(ValueError, match="put quantize_weights_4bit on a float graph"):
@@ -81,7 +90,7 @@ def test_4bit_variant_loads_through_optimum_and_is_smaller(built):
     model = ORTModelForSequenceClassification.from_pretrained(out / "int8-emb4")
     tok = AutoTokenizer.from_pretrained(out / "int8-emb4")
     logits = model(**tok(TEXTS[:4], padding=True, return_tensors="pt")).logits.detach().numpy()
-    np.testing.assert_allclose(logits, OnnxRunner(out / "int8-emb4").logits(TEXTS[:4]), atol=1e-5)
+    np.testing.assert_allclose(logits, open_onnx(out / "int8-emb4").logits(TEXTS[:4]), atol=1e-5)
 
 
 @pytest.mark.parametrize("options, message", [({"block_size": 48}, "power of two"), ({"accuracy_level": 7}, "0..4")])

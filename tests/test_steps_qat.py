@@ -3,6 +3,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from compression.artifacts import open_onnx
 from compression.runtime import OnnxRunner, TorchRunner
 
 
@@ -21,6 +22,6 @@ def test_qat_predictions_follow_teacher(built_qat):
 
     out = built_qat
     texts = [t for t, _ in synthetic(60, 21)]
-    ref = OnnxRunner(out / "fp32", max_length=32).logits(texts).argmax(-1)
-    got = OnnxRunner(out / "qat", max_length=32).logits(texts).argmax(-1)
+    ref = open_onnx(out / "fp32", max_len=32).logits(texts).argmax(-1)
+    got = open_onnx(out / "qat", max_len=32).logits(texts).argmax(-1)
     assert (got == ref).mean() >= 0.9

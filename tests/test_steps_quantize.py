@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 
-from compression.runtime import OnnxRunner
+from compression.artifacts import open_onnx
 from compression.steps.quantize import (
     FUSED_OPS,
     QuantizeDynamicConfig,
@@ -41,9 +41,9 @@ def test_static_graph_is_qdq_and_3x_smaller(built):
 
 def test_int8_predictions_stay_close(built):
     _, out, _ = built
-    ref = OnnxRunner(out / "fp32", max_length=32).logits(TEXTS)
+    ref = open_onnx(out / "fp32", max_len=32).logits(TEXTS)
     for name in ("int8-dynamic", "int8-static"):
-        got = OnnxRunner(out / name, max_length=32).logits(TEXTS)
+        got = open_onnx(out / name, max_len=32).logits(TEXTS)
         assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.9, name
 
 
@@ -58,10 +58,10 @@ def test_o2_fused_graph_quantizes(built, tmp_path):
     shutil.copytree(out / "fp32", folder)
     fused.save_model_to_file(str(folder / "model.onnx"))
     assert FUSED_OPS & ops(folder / "model.onnx"), "fixture graph is not fused"
-    ref = OnnxRunner(folder, max_length=32).logits(TEXTS)
+    ref = open_onnx(folder, max_len=32).logits(TEXTS)
     quantize_dynamic(folder / "model.onnx", QuantizeDynamicConfig())
     assert {"MatMulInteger", "DynamicQuantizeLinear"} & ops(folder / "model.onnx") or "QAttention" in ops(folder / "model.onnx")
-    got = OnnxRunner(folder, max_length=32).logits(TEXTS)
+    got = open_onnx(folder, max_len=32).logits(TEXTS)
     assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
 
 
@@ -103,7 +103,18 @@ def test_preset_follows_the_cpu(flags, machine, preset):
     assert detect_preset(flags, machine) == preset
 
 
-def test_this_machine_gets_a_preset_from_its_own_flags():
-    from compression.metrics import cpu_flags
+@pytest.mark.parametrize("cpuinfo, preset", [
+    ({"flags": "fpu sse2 avx2 fma"}, "avx2"),                                       # a Zen 3 / older Xeon
+    ({"flags": "avx2 avx512f avx512bw"}, "avx512"),
+    ({"flags": "avx2 avx512f avx512_vnni avx512_bf16 amx_int8"}, "avx512_vnni"),     # Sapphire Rapids / Zen 4
+])
+def test_the_default_preset_reads_this_machines_cpuinfo(monkeypatch, cpuinfo, preset):
+    """No flags given: detect_preset reads /proc/cpuinfo through machine.cpu_flags (here a fabricated one)."""
+    import platform
 
-    assert detect_preset() == detect_preset(cpu_flags(), None)
+    from compression import machine
+
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: {"model name": "Fake CPU", **cpuinfo})
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert detect_preset() == preset
+    assert machine.cpu_name() == "Fake CPU"

@@ -4,6 +4,6 @@ To add a technique: write ``steps/<name>.py`` with a config dataclass and a func
 decorated with ``@register_step`` (see ``registry.Step`` for what it can declare), and
 import it here.
 """
-from . import distill, export, lowbit, prune, qat, quantize, vocab  # noqa: F401
+from . import distill, export, fuse, lowbit, prune, qat, quantize, vocab  # noqa: F401
 
-__all__ = ["distill", "export", "lowbit", "prune", "qat", "quantize", "vocab"]
+__all__ = ["distill", "export", "fuse", "lowbit", "prune", "qat", "quantize", "vocab"]

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..modeling import encoder_layers, encoder_parent, supports_layer_surgery
+from ..modeling import encoder_layers, num_layers, replace_encoder_layers, require
 from ..registry import register_step
-from .training import TrainConfig, kd_finetune
+from .training import TrainConfig, kd_finetune, sentence_passes
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +21,7 @@ def make_student(teacher, layers: tuple[int, ...]):
     if not layers or len(layers) > n or any(not 0 <= i < n for i in layers):
         raise ValueError(f"student layers {list(layers)} must be distinct indices of the teacher's {n} layers")
     student = copy.deepcopy(teacher)
-    kept = torch.nn.ModuleList([encoder_layers(student)[i] for i in layers])
-    parent = student.get_submodule(encoder_parent(student))
-    setattr(parent, "layer", kept)
-    student.config.num_hidden_layers = len(layers)
-    if hasattr(student.config, "n_layers"):
-        student.config.n_layers = len(layers)
+    replace_encoder_layers(student, torch.nn.ModuleList([encoder_layers(student)[i] for i in layers]))
     return student
 
 
@@ -62,9 +57,8 @@ class DistillConfig(TrainConfig):
 
 
 def _check(cfg: DistillConfig, model_config) -> None:
-    if not supports_layer_surgery(model_config.model_type):
-        raise ValueError(f"layer dropping supports BERT-style encoders, not {model_config.model_type!r}")
-    n = getattr(model_config, "num_hidden_layers", None) or getattr(model_config, "n_layers", None)
+    require(model_config, "encoder", "layer dropping")
+    n = num_layers(model_config)
     if n is None:
         return
     if cfg.num_layers is not None and cfg.num_layers > n:
@@ -73,7 +67,8 @@ def _check(cfg: DistillConfig, model_config) -> None:
         raise ValueError(f"layers {list(cfg.layers)} must be distinct indices in 0..{n - 1}")
 
 
-@register_step("distill", DistillConfig, stage="torch", tags=("distilled",), check=_check, needs_data=True)
+@register_step("distill", DistillConfig, stage="torch", tags=("distilled",), check=_check, needs_data=True, work=sentence_passes,
+               depth=lambda cfg, depth: cfg.num_layers or len(cfg.layers))
 def _distill_step(state, cfg: DistillConfig, ctx):
     """Layer-dropped student trained with KD (+ optional hidden-state MSE)."""
     n = len(encoder_layers(state.model))

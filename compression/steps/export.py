@@ -14,11 +14,13 @@ from pathlib import Path
 
 import onnx
 
+from .. import artifacts
 from ..errors import OnnxError
 from ..registry import register_step
 
 log = logging.getLogger(__name__)
 OPSET = 17
+ONNX_FILE = artifacts.MODEL_FILES[artifacts.FORMAT_ONNX]  # what optimum writes; the variant folder mirrors it
 
 
 def export_onnx(model, out_path: Path, opset: int = OPSET) -> Path:
@@ -31,7 +33,7 @@ def export_onnx(model, out_path: Path, opset: int = OPSET) -> Path:
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         onnx_export_from_model(model.eval(), tmp, opset=opset, task="text-classification", do_validation=False)
-        shutil.move(str(Path(tmp) / "model.onnx"), out_path)
+        shutil.move(str(Path(tmp) / ONNX_FILE), out_path)
     log.info("exported %s (%.1f MB)", out_path, out_path.stat().st_size / 1e6)
     return out_path
 
@@ -109,14 +111,14 @@ def to_ort(onnx_path: Path) -> Path:
     folder = Path(onnx_path).parent
     with tempfile.TemporaryDirectory(dir=folder) as work:
         work = Path(work)
-        shutil.copy(onnx_path, work / "model.onnx")
+        shutil.copy(onnx_path, work / ONNX_FILE)
         convert_onnx_models_to_ort(work, output_dir=work, optimization_styles=[OptimizationStyle.Fixed], enable_type_reduction=True)
-        shutil.move(str(work / "model.ort"), folder / "model.ort")
+        shutil.move(str(work / artifacts.ORT_MOBILE), folder / artifacts.ORT_MOBILE)
         config = next(work.glob("*.config"), None)
         if config is not None:
             shutil.move(str(config), folder / "required_operators.config")
-    log.info("wrote model.ort (%.1f MB) for onnxruntime-mobile", (folder / "model.ort").stat().st_size / 1e6)
-    return folder / "model.ort"
+    log.info("wrote model.ort (%.1f MB) for onnxruntime-mobile", (folder / artifacts.ORT_MOBILE).stat().st_size / 1e6)
+    return folder / artifacts.ORT_MOBILE
 
 
 @register_step("mobile_ort", MobileOrtConfig, stage="onnx", tags=("onnx", "ort-format", "mobile"), relation="quantized")

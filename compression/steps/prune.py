@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..modeling import encoder_layers, supports_layer_surgery
+from ..modeling import encoder_layers, require
 from ..registry import register_step
-from .training import TrainConfig, kd_finetune
+from .training import TrainConfig, kd_finetune, sentence_passes
 
 log = logging.getLogger(__name__)
-BERT_LIKE = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 
 
 def encoder_linears(model) -> list[tuple[str, torch.nn.Linear]]:
@@ -130,8 +129,7 @@ def prune(model, cfg: UnstructuredPruneConfig, train=None):
 
 
 def _check_encoder(cfg, model_config) -> None:
-    if not supports_layer_surgery(model_config.model_type):
-        raise ValueError(f"pruning encoder weights supports BERT-style encoders, not {model_config.model_type!r}")
+    require(model_config, "encoder", "pruning encoder weights")
 
 
 def _recovery(state, cfg: TrainConfig, ctx):
@@ -140,7 +138,7 @@ def _recovery(state, cfg: TrainConfig, ctx):
 
 
 @register_step("prune", UnstructuredPruneConfig, stage="torch", tags=("pruned", "sparse"), check=_check_encoder,
-               needs_data=lambda cfg: cfg.recovery)
+               needs_data=lambda cfg: cfg.recovery, work=sentence_passes)
 def _prune_step(state, cfg, ctx):
     """Unstructured magnitude/random pruning of encoder Linear weights, KD recovery."""
     state.model, real = prune(state.model, cfg, _recovery(state, cfg, ctx))
@@ -211,8 +209,7 @@ class StructuredPruneConfig(TrainConfig):
 
 
 def _check_structured(cfg: StructuredPruneConfig, config) -> None:
-    if config.model_type not in BERT_LIKE:
-        raise ValueError(f"structured pruning supports BERT-style encoders {BERT_LIKE}, not {config.model_type!r}")
+    require(config, "heads_ffn", "structured pruning")
     n_heads, n_layers = config.num_attention_heads, config.num_hidden_layers
     for layer, heads in (cfg.heads or {}).items():
         if not 0 <= layer < n_layers or any(not 0 <= h < n_heads for h in heads):
@@ -317,7 +314,7 @@ def importance_batches(tokenizer, data, n_batches: int, batch_size: int, max_len
 
 
 @register_step("prune_structured", StructuredPruneConfig, stage="torch", tags=("pruned", "structured"), check=_check_structured,
-               needs_data=True)  # Taylor importance needs labelled batches even without recovery
+               needs_data=True, work=sentence_passes)  # Taylor importance needs labelled batches even without recovery
 def _structured_step(state, cfg, ctx):
     """Remove attention heads and FFN neurons (Taylor-ranked), then KD recovery."""
     batches = importance_batches(state.tokenizer, ctx.splits["train"], cfg.importance_batches, cfg.batch_size,

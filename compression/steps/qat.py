@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-from ..modeling import encoder_layers, supports_layer_surgery
+from ..modeling import encoder_layers, require
 from ..registry import register_step
-from .training import TrainConfig, kd_finetune
+from .training import TrainConfig, kd_finetune, sentence_passes
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,7 @@ class QATConfig(TrainConfig):
 
 
 def _check(cfg: QATConfig, model_config) -> None:
-    if not supports_layer_surgery(model_config.model_type):
-        raise ValueError(f"QAT wraps encoder Linear layers of BERT-style encoders, not {model_config.model_type!r}")
+    require(model_config, "encoder", "QAT (it wraps encoder Linear layers)")
 
 
 def _fold(onnx_path) -> None:
@@ -185,7 +184,7 @@ def _fold(onnx_path) -> None:
 
 
 @register_step("qat", QATConfig, stage="torch", tags=("int8", "quantized", "qat"), relation="quantized", check=_check,
-               needs_data=True, after_export=_fold)
+               needs_data=True, after_export=_fold, work=sentence_passes)
 def _qat_step(state, cfg: QATConfig, ctx):
     """Quantization-aware KD fine-tuning; exported as QDQ ONNX with int8 weights."""
     state.model = add_fake_quant(state.model, cfg.per_channel)

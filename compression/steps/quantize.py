@@ -19,8 +19,9 @@ from pathlib import Path
 
 import onnx
 
+from .. import artifacts
 from ..errors import StepNotApplicable
-from ..metrics import cpu_flags
+from ..machine import cpu_flags
 from ..registry import register_step
 from .export import load_onnx
 
@@ -116,7 +117,7 @@ def _qconfig(preset: str, is_static: bool, **kwargs):
 def _prepare(onnx_path: Path, work: Path) -> Path:
     """Copy the model into ``work`` and restore weight types on fused graphs."""
     model = load_onnx(onnx_path)
-    target = work / "model.onnx"
+    target = work / artifacts.MODEL_FILES[artifacts.FORMAT_ONNX]
     if FUSED_OPS & {n.op_type for n in model.graph.node}:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
@@ -208,14 +209,11 @@ def bnb_int8(model):
         return AutoModelForSequenceClassification.from_pretrained(tmp, quantization_config=BitsAndBytesConfig(load_in_8bit=True))
 
 
-TORCH_INT8_FILE = "pytorch_int8.pt"
-
-
 def _save_torch_int8(state, folder) -> str:
     import torch
 
-    torch.save(state.model.state_dict(), Path(folder) / TORCH_INT8_FILE)
-    return "pytorch-int8"
+    torch.save(state.model.state_dict(), Path(folder) / artifacts.MODEL_FILES[artifacts.FORMAT_TORCH_INT8])
+    return artifacts.FORMAT_TORCH_INT8
 
 
 def _load_torch_int8(folder):
@@ -223,13 +221,13 @@ def _load_torch_int8(folder):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     model = torch_dynamic_int8(AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder)))
-    model.load_state_dict(torch.load(Path(folder) / TORCH_INT8_FILE, weights_only=False))
+    model.load_state_dict(torch.load(Path(folder) / artifacts.MODEL_FILES[artifacts.FORMAT_TORCH_INT8], weights_only=False))
     return model
 
 
 def _save_bnb(state, folder) -> str:
     state.model.save_pretrained(folder)
-    return "pytorch"
+    return artifacts.FORMAT_TORCH
 
 
 @register_step("bnb_int8", BnbInt8Config, stage="terminal", tags=("int8", "quantized", "bitsandbytes"),

@@ -18,7 +18,9 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..modeling import accepted_inputs
+from ..config import check_precision
+from ..machine import training_precision
+from ..modeling import accepted_inputs, set_dropout
 from .losses import distill_loss, hidden_mse
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,11 @@ class TrainConfig:
     weight_decay: float = 0.01       # AdamW default of BERT fine-tuning
     warmup_ratio: float = 0.1        # linear warm-up share of the steps, then linear decay to 0
     max_grad_norm: float = 1.0       # clipping: KD on fresh students spikes early
+    precision: str = "auto"          # bf16 autocast where the CPU/GPU has native bf16 math (fp32 master weights), else fp32
+    dropout: float | None = None     # dropout rate while training (None: the model's own); masks cost a tenth of a CPU step
 
     def __post_init__(self):
+        check_precision(self.precision, self.dropout)
         if self.train_samples is not None and self.train_samples < 1:
             raise ValueError(f"train_samples must be a positive integer or null, got {self.train_samples}")
         if not 0 <= self.warmup_ratio < 1 or self.max_grad_norm <= 0 or self.weight_decay < 0:
@@ -59,22 +64,30 @@ def train_steps(n_examples: int, cfg: TrainConfig) -> int:
     return cfg.max_steps or max(1, math.ceil(cfg.epochs * n / cfg.batch_size))
 
 
+def sentence_passes(cfg: TrainConfig, n_train: int) -> float:
+    """How many sentences a KD run pushes through the model (a Step's declared ``work``)."""
+    if getattr(cfg, "recovery", True) is False:
+        return 0.0
+    return float(train_steps(max(n_train, 1), cfg) * cfg.batch_size)
+
+
 def kd_finetune(state, cfg: TrainConfig, ctx, on_step=None, after_step=None, layer_map: list[int] | None = None):
     """Fine-tune ``state.model`` against the build's teacher on its training split (in place)."""
     cached = None if cfg.hidden_weight else ctx.teacher_train_logits()
     state.model = distill(ctx.teacher, state.model, ctx.splits["train"], cfg, state.tokenizer, cached,
-                          ctx.recipe.dataset.max_length, layer_map, on_step, after_step)
+                          ctx.recipe.dataset.max_length, layer_map, on_step, after_step, getattr(ctx, "train_step", None))
     return state
 
 
 def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits: torch.Tensor | None = None,
             max_length: int = 128, layer_map: list[int] | None = None, on_step: Callable[[int, int], None] | None = None,
-            after_step: Callable[[int, int], None] | None = None):
+            after_step: Callable[[int, int], None] | None = None, progress: Callable[[int, int], None] | None = None):
     """Train ``student`` to match ``teacher`` on ``data`` (TextData); returns the student in eval mode, on the CPU.
 
     ``on_step(step, total)`` runs before each forward pass (gradual pruning raises
     sparsity there); ``after_step(step, total)`` after each optimizer step (masks
-    are re-applied there so pruned weights stay exactly zero).
+    are re-applied there so pruned weights stay exactly zero); ``progress(done, total)``
+    after each step (the build's progress file).
     """
     from accelerate import Accelerator
 
@@ -92,7 +105,10 @@ def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits:
     if cfg.freeze_embeddings:
         for p in student.get_input_embeddings().parameters():
             p.requires_grad_(False)
-    acc = Accelerator()
+    cuda = torch.cuda.is_available()
+    precision = training_precision(cfg.precision, "cuda" if cuda else "cpu", cuda_bf16=cuda and torch.cuda.is_bf16_supported())
+    acc = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
+    set_dropout(student, cfg.dropout)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     student, opt = acc.prepare(student, opt)
     warm = max(1, int(total * cfg.warmup_ratio))
@@ -103,22 +119,35 @@ def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits:
         teacher.to(acc.device)
     teacher.eval()
     student.train()
+    _loop(acc, student, teacher, opt, sched, batches, enc, labels, teacher_logits, tokenizer, cfg, layer_map, on_step,
+          after_step, use_hidden, progress)
+    if use_hidden:
+        teacher.cpu()
+    # without the bf16 autocast shim: the student is measured and exported in fp32
+    return acc.unwrap_model(student, keep_fp32_wrapper=False).cpu().eval()
+
+
+def _loop(acc, student, teacher, opt, sched, batches, enc, labels, teacher_logits, tokenizer, cfg, layer_map, on_step,
+          after_step, use_hidden, progress):
     for step, idx in enumerate(tqdm(batches, desc="distill", unit="step", leave=False, disable=not acc.is_main_process)):
         batch = accepted_inputs(acc.unwrap_model(student), tokenizer.pad({k: [v[i] for i in idx] for k, v in enc.items()}, return_tensors="pt"))
         batch = {k: v.to(acc.device) for k, v in batch.items()}
         if on_step is not None:
             on_step(step, len(batches))
-        out_s = student(**batch, output_hidden_states=use_hidden)
-        if use_hidden:
-            with torch.no_grad():
-                out_t = teacher(**batch, output_hidden_states=True)
-            logits_t = out_t.logits
-        else:
-            logits_t = teacher_logits[idx].to(acc.device)
-        loss = distill_loss(out_s.logits, logits_t, labels[idx].to(acc.device), cfg.alpha, cfg.temperature)
+        with acc.autocast():
+            out_s = student(**batch, output_hidden_states=use_hidden)
+            if use_hidden:
+                with torch.no_grad():
+                    out_t = teacher(**batch, output_hidden_states=True)
+                logits_t = out_t.logits
+            else:
+                logits_t = teacher_logits[idx].to(acc.device)
+        # losses in fp32: a bf16 log-softmax of near-equal logits loses the KD signal
+        loss = distill_loss(out_s.logits.float(), logits_t.float(), labels[idx].to(acc.device), cfg.alpha, cfg.temperature)
         if use_hidden:
             mapping = [0] + [j + 1 for j in (layer_map or range(len(out_s.hidden_states) - 1))]
-            loss = loss + cfg.hidden_weight * hidden_mse(list(out_s.hidden_states), list(out_t.hidden_states), mapping, batch["attention_mask"])
+            loss = loss + cfg.hidden_weight * hidden_mse([h.float() for h in out_s.hidden_states],
+                                                         [h.float() for h in out_t.hidden_states], mapping, batch["attention_mask"])
         acc.backward(loss)
         acc.clip_grad_norm_(student.parameters(), cfg.max_grad_norm)
         opt.step()
@@ -126,9 +155,8 @@ def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits:
         opt.zero_grad(set_to_none=True)
         if after_step is not None:
             after_step(step, len(batches))
-    if use_hidden:
-        teacher.cpu()
-    return acc.unwrap_model(student).cpu().eval()
+        if progress is not None:
+            progress(step + 1, len(batches))
 
 
 def _length_grouped_batches(lengths: list[int], batch_size: int, total: int, seed: int) -> list[list[int]]:

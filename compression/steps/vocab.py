@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
+from .. import artifacts
+from ..modeling import require
 from ..registry import register_step
 
 log = logging.getLogger(__name__)
-WORDPIECE_MODELS = ("bert", "distilbert", "electra")
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,7 @@ class VocabPruneConfig:
 
 
 def _check(cfg: VocabPruneConfig, config) -> None:
-    if config.model_type not in WORDPIECE_MODELS:
-        raise ValueError(f"vocabulary pruning supports WordPiece models {WORDPIECE_MODELS}; {config.model_type!r} is not one")
+    require(config, "wordpiece", "vocabulary pruning (WordPiece tokenizers)")
     if cfg.corpus != "train" and not Path(cfg.corpus).is_file():
         raise ValueError(f"corpus file not found: {cfg.corpus}")
 
@@ -93,7 +93,7 @@ def prune_tokenizer(tokenizer, keep: list[int]):
     remap = {old: new for new, old in enumerate(keep)}
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
-        spec = json.loads((Path(tmp) / "tokenizer.json").read_text())
+        spec = json.loads((Path(tmp) / artifacts.TOKENIZER).read_text())
         if spec["model"]["type"] != "WordPiece":
             raise ValueError(f"vocabulary pruning needs a WordPiece tokenizer, not {spec['model']['type']}")
         spec["model"]["vocab"] = {tok: remap[i] for tok, i in spec["model"]["vocab"].items() if i in remap}
@@ -107,7 +107,7 @@ def prune_tokenizer(tokenizer, keep: list[int]):
                 post[key][1] = remap[post[key][1]]
         if spec.get("padding"):
             spec["padding"]["pad_id"] = remap[spec["padding"]["pad_id"]]
-        (Path(tmp) / "tokenizer.json").write_text(json.dumps(spec))
+        (Path(tmp) / artifacts.TOKENIZER).write_text(json.dumps(spec))
         inv = sorted(spec["model"]["vocab"].items(), key=lambda kv: kv[1])
         (Path(tmp) / "vocab.txt").write_text("\n".join(t for t, _ in inv) + "\n")
         return AutoTokenizer.from_pretrained(tmp)

@@ -1,4 +1,7 @@
-"""A small Hugging Face Hub-protocol server for offline tests.
+"""A small Hugging Face Hub-protocol server: publish, download and run the Space offline.
+
+Used by the tests, by ``benchmarks/space.py`` and by anyone who wants to rehearse a publish
+without a network (``HF_ENDPOINT=http://127.0.0.1:PORT``). Standard library only.
 
 Speaks just enough of the Hub's HTTP API for the *unmodified* huggingface_hub
 client (and transformers'/optimum's from_pretrained on top of it): repo

@@ -1,0 +1,128 @@
+"""Choose the students' KD settings on held-out *training* sentences, never on validation.
+
+    python benchmarks/student_sweep.py --json bench-out/student_sweep.json \
+        "kind=L3" "kind=L3,lr=3e-4" "kind=pruned,hidden=1" ...
+
+The dev slice and training pool are ``teacher_sweep.dev_split``'s (1,000 whole training sentences;
+their 3+-word sub-phrases removed from the pool). A teacher is trained once on the pool with the
+demo recipe's settings (cached under --work) and its logits on the pool are computed once; then
+each setting builds a student from it exactly as a recipe step would (``make_student`` /
+``structured_prune``) and trains it with the build's KD loop (``training.distill``). Prints a table
+(training seconds, dev accuracy of the teacher and of the student, PyTorch fp32) and writes JSON with
+the CPU named.
+
+Settings are comma-separated key=value: kind (L2, L3, L4, pruned: heads 0.5 + FFN 0.55 of the
+6-layer teacher, narrow: L2 then heads 0.5 + FFN 0.5), samples (KD sentences, default 24000),
+epochs, lr, alpha, T (temperature), hidden (hidden-state MSE weight; needs a teacher forward per
+step), dropout (-1 = the model's own), precision, heads, ffn, seed.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from teacher_sweep import accuracy, dev_split  # noqa: E402
+
+from compression.config import DatasetConfig, TeacherConfig  # noqa: E402
+from compression.data import read_file  # noqa: E402
+from compression.machine import cpu_flags, cpu_name  # noqa: E402
+from compression.modeling import load_classifier, resolve_base_model  # noqa: E402
+from compression.steps.distill import DistillConfig, make_student, spread_layers  # noqa: E402
+from compression.steps.prune import StructuredPruneConfig, importance_batches, structured_prune  # noqa: E402
+from compression.steps.training import distill, teacher_logits_for  # noqa: E402
+from compression.teacher import train_teacher  # noqa: E402
+
+DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
+            "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32}
+
+
+def parse(spec: str) -> dict:
+    out = dict(DEFAULTS)
+    for part in filter(None, spec.split(",")):
+        key, value = part.split("=")
+        if key not in out:
+            raise SystemExit(f"unknown setting {key!r}; known: {sorted(out)}")
+        kind = type(out[key])
+        out[key] = value if kind is str else kind(float(value))
+    return out
+
+
+def teacher_for(pool, work: Path, samples: int):
+    """The demo teacher trained on the pool (cached: every sweep compares students of one teacher)."""
+    folder = work / f"teacher-{samples}"
+    if (folder / "config.json").is_file():
+        return load_classifier(str(folder))
+    dcfg = DatasetConfig(path="pool", label_names=("negative", "positive"))
+    tcfg = TeacherConfig(epochs=1, batch_size=32, learning_rate=1e-4, warmup_ratio=0.06, freeze_embeddings=True,
+                         freeze_layers=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        model, tok = train_teacher(resolve_base_model(None), pool.subset(samples, 0), dcfg, tcfg, Path(tmp))
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return model, tok
+
+
+def student(teacher, tok, pool, s: dict):
+    kind = s["kind"]
+    if kind.startswith("L"):
+        return make_student(teacher, spread_layers(6, int(kind[1:]))), spread_layers(6, int(kind[1:]))
+    if kind in ("pruned", "narrow"):
+        model = make_student(teacher, spread_layers(6, 2)) if kind == "narrow" else copy.deepcopy(teacher)
+        cfg = StructuredPruneConfig(heads_fraction=s["heads"], ffn_fraction=s["ffn"], recovery=False)
+        batches = importance_batches(tok, pool, cfg.importance_batches, cfg.batch_size, 128, cfg.seed)
+        model, _ = structured_prune(model, cfg, batches)
+        return model, (spread_layers(6, 2) if kind == "narrow" else tuple(range(6)))
+    raise SystemExit(f"unknown kind {kind!r}")
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("settings", nargs="+")
+    ap.add_argument("--data", default="../shared/data/sst2/train.tsv")
+    ap.add_argument("--teacher-samples", type=int, default=32000)
+    ap.add_argument("--work", default="bench-out/student-sweep")
+    ap.add_argument("--json", default="bench-out/student_sweep.json")
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    pool, dev = dev_split(read_file(args.data, "sentence", "label"))
+    teacher, tok = teacher_for(pool, work, args.teacher_samples)
+    teacher_acc = accuracy(teacher, tok, dev)
+    cache = work / f"pool-logits-{args.teacher_samples}.pt"
+    if cache.is_file():
+        logits = torch.load(cache)
+    else:
+        logits = teacher_logits_for(teacher, tok, pool.texts)
+        torch.save(logits, cache)
+    print(f"pool {len(pool)} phrases, dev {len(dev)} training sentences; teacher dev accuracy {teacher_acc:.4f}")
+    rows = []
+    for spec in args.settings:
+        s = parse(spec)
+        model, layers = student(teacher, tok, pool, s)
+        cfg = DistillConfig(num_layers=1, epochs=s["epochs"], train_samples=s["samples"], learning_rate=s["lr"],
+                            alpha=s["alpha"], temperature=s["T"], hidden_weight=s["hidden"], seed=s["seed"],
+                            dropout=None if s["dropout"] < 0 else s["dropout"], precision=s["precision"], batch_size=s["batch"])
+        t0 = time.perf_counter()
+        trained = distill(teacher, model, pool, cfg, tok, None if s["hidden"] else logits, 128, list(layers))
+        seconds = time.perf_counter() - t0
+        acc = accuracy(trained, tok, dev)
+        rows.append({"setting": spec, **s, "train_s": round(seconds, 1), "dev_accuracy": acc, "teacher_dev_accuracy": teacher_acc})
+        print(f"{spec:50s} train {seconds:6.1f} s  dev accuracy {acc:.4f} ({(acc - teacher_acc) * 100:+.1f} pt)", flush=True)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": torch.get_num_threads(),
+                                               "pool": len(pool), "dev": len(dev), "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
