@@ -115,7 +115,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", help="HF id or local folder (default: the recipe's, else offline MiniLM)")
     p.add_argument("--dataset", help="replace the recipe's dataset.path (glue/sst2, a folder or a file)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="build only these variants")
-    p.add_argument("--force", action="store_true", help="rebuild finished variants too")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild the selected variants even when finished (a finished teacher is reused: delete its folder to retrain)")
     p.set_defaults(fn=_build)
 
     p = sub.add_parser("evaluate", help="re-measure every variant in one run and rewrite the report")

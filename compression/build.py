@@ -67,6 +67,8 @@ class BuildContext:
         self._teacher_onnx: Path | None = None
         self._train_logits = None
         self.prefix_cache: dict[str, ChainState] = {}  # PyTorch state after a chain prefix
+        self.notes: dict = {}                  # the running chain's notes (onnx steps report here)
+        self.chain_tokenizer = None            # the running chain's tokenizer (vocab pruning changes it)
 
     def train_step(self, done: int, total: int) -> None:
         """KD loops report their steps here: the progress file (and the app's bar) follow them."""
@@ -98,7 +100,8 @@ class BuildContext:
 
         names = {i.name for i in onnx.load(str(onnx_path), load_external_data=False).graph.input}
         texts = self.splits["train"].subset(n, self.recipe.dataset.seed + 1).texts
-        enc = self.tokenizer(texts, truncation=True, max_length=self.recipe.dataset.max_length)
+        tokenizer = self.chain_tokenizer or self.tokenizer  # a vocab-pruned chain calibrates with its own ids
+        enc = tokenizer(texts, truncation=True, max_length=self.recipe.dataset.max_length)
         return {k: list(v) for k, v in enc.items() if k in names}
 
 
@@ -183,7 +186,7 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
 
 def _build(recipe, out_dir, todo, base, splits, force, progress) -> dict:
     t0 = time.perf_counter()
-    teacher, tokenizer, reference, reused = _teacher(recipe, base, splits, out_dir, force, progress)
+    teacher, tokenizer, reference, reused = _teacher(recipe, base, splits, out_dir, progress)
     progress.teacher_done(time.perf_counter() - t0, reused)
     ctx = BuildContext(recipe, out_dir, splits, teacher, tokenizer, progress)
     skipped = {}
@@ -247,14 +250,15 @@ def _teacher_extra(splits) -> dict:
     return extra
 
 
-def _teacher(recipe, base, splits, out_dir, force, progress):
-    """Train the teacher or reuse a finished one; the teacher folder is a row too.
+def _teacher(recipe, base, splits, out_dir, progress):
+    """Train the teacher or reuse a finished one (``force`` rebuilds variants, never a finished
+    teacher: delete its folder to train it again); the teacher folder is a row too.
 
     Returns (model, tokenizer, its predictions {"eval", "ood"}, reused?): the reference every
     variant's agreement and paired difference are measured against, made in one place."""
     fp = teacher_fingerprint(recipe)
     final = out_dir / artifacts.TEACHER
-    if not force and artifacts.is_finished(final, fp):
+    if artifacts.is_finished(final, fp):
         preds = artifacts.read_predictions(final)
         if preds is not None:
             log.info("teacher: finished earlier, reusing %s", final)
@@ -288,6 +292,7 @@ def _TrainerProgress(progress: Progress):
 def run_chain(spec: VariantSpec, ctx: BuildContext, tmp: Path):
     """Apply the steps in order; returns (format, final model config, tokenizer, notes)."""
     state, stage = ChainState(None, ctx.tokenizer), "torch"
+    ctx.notes, ctx.chain_tokenizer = state.notes, None  # onnx steps report facts here too (static int8's worst ops)
     onnx_path = tmp / artifacts.MODEL_FILES[artifacts.FORMAT_ONNX]
     last_torch_step = None
     for i, call in enumerate(tqdm(spec.steps, desc=spec.name, unit="step", leave=False)):
@@ -298,11 +303,13 @@ def run_chain(spec: VariantSpec, ctx: BuildContext, tmp: Path):
             if key in ctx.prefix_cache:
                 log.info("%s: reusing the result of %s", spec.name, " -> ".join(c.name for c in spec.steps[: i + 1]))
                 state = copy.deepcopy(ctx.prefix_cache[key])
+                ctx.notes = state.notes
             else:
                 if state.model is None:
                     state.model = copy.deepcopy(ctx.teacher)
                 state = step.apply(state, call.config, ctx)
                 state.touched = True
+                ctx.notes = state.notes
                 if step.stage == "torch":
                     ctx.prefix_cache[key] = copy.deepcopy(state)
             stage, last_torch_step = step.stage, step
@@ -310,6 +317,7 @@ def run_chain(spec: VariantSpec, ctx: BuildContext, tmp: Path):
         if stage == "torch":  # entering ONNX: export what we have
             _export(state, spec, ctx, onnx_path)
             stage = "onnx"
+            ctx.chain_tokenizer = state.tokenizer
         step.apply(onnx_path, call.config, ctx)
     if stage == "terminal":
         fmt = last_torch_step.save(state, tmp)

@@ -41,6 +41,7 @@ class HubState:
         self.faults: deque = deque()  # (regex, kind) kind: int status or "drop"
         self.responses: list[tuple[str, str, int, bytes]] = []
         self.requests: list[tuple[str, str]] = []
+        self.retry_after = 0.2  # seconds a 429 asks the client to wait
         self.lock = threading.Lock()
 
     def inject(self, kind, pattern: str = ".*", times: int = 1):
@@ -83,6 +84,8 @@ class Handler(BaseHTTPRequestHandler):
         headers = {"X-Error-Message": message}
         if code:
             headers["X-Error-Code"] = code
+        if status == 429:  # as the Hub does: how long to back off
+            headers["Retry-After"] = str(self.state.retry_after)
         self._send(status, {"error": message}, headers)
 
     def _body(self) -> bytes:

@@ -309,3 +309,99 @@ def test_space_from_published_repos_runs_without_torch_in_a_browser(hub, publish
         proc.wait(timeout=30)
         out = space_output(proc)
     assert "No module named 'torch'" not in out and "Traceback" not in out, out
+
+
+def test_rate_limits_are_retried_after_the_time_the_hub_asks(hub, published, caplog):
+    import time
+
+    from compression.hub import publish
+
+    work, _ = published
+    caplog.set_level(logging.WARNING, logger="compression")
+    hub.inject(429, r"tiny3-fp32/commit", times=2)
+    t0 = time.perf_counter()
+    result = publish(work, NS, prefix="tiny3", token=TOKEN, retry_delay=0.01)
+    assert time.perf_counter() - t0 >= 2 * hub.retry_after             # Retry-After honoured, not the 0.01 s schedule
+    assert hub.commit_count(result["repos"]["fp32"]) == 1
+    assert caplog.text.count("HTTP 429, retrying in 0.2s") == 2
+
+
+@pytest.mark.parametrize("fault, times, outcome", [
+    (500, 2, "deployed"), ("drop", 1, "deployed"), (429, 2, "deployed"),
+    (503, 10, "PublishError"), (401, 1, "AuthError"), (403, 1, "AuthError"),
+])
+def test_publish_space_handles_errors_like_publish(hub, published, fault, times, outcome, caplog):
+    from compression.errors import AuthError, PublishError
+    from compression.hub import publish_space
+
+    _, result = published
+    name = f"space-{fault}-{times}"
+    hub.inject(fault, rf"{name}.*/(preupload|commit)/", times=times)
+    try:
+        if outcome == "deployed":
+            space = publish_space(NS, list(result["repos"].values()), name=name, token=TOKEN, retry_delay=0.01)
+            assert hub.commit_count(space, "space") == 1 and "app.py" in hub.head("space", space)["files"]
+            return
+        with pytest.raises(AuthError if outcome == "AuthError" else PublishError) as exc:
+            publish_space(NS, list(result["repos"].values()), name=name, token=TOKEN, retry_delay=0.01, attempts=3)
+        message = str(exc.value)
+        assert "\n" not in message and TOKEN not in message and f"{NS}/{name}" in message
+        assert (f"HTTP {fault}" in message) if outcome == "AuthError" else ("failed after 3 attempts (HTTP 503)" in message)
+    finally:
+        hub.faults.clear()
+    assert TOKEN not in caplog.text
+
+
+def test_republish_after_one_variant_changed_commits_only_that_repo(hub, published, tmp_path):
+    from compression.hub import publish
+
+    work, first = published
+    again_dir = tmp_path / "v"
+    shutil.copytree(work, again_dir)
+    m = json.loads((again_dir / "fp16" / "metrics.json").read_text())
+    m["latency_p50_ms"] += 1.0  # re-measured on another day
+    (again_dir / "fp16" / "metrics.json").write_text(json.dumps(m))
+    before = {r: hub.commit_count(r) for r in first["repos"].values()}
+    publish(again_dir, NS, prefix="tiny", token=TOKEN, retry_delay=0.01)
+    after = {r: hub.commit_count(r) for r in first["repos"].values()}
+    assert {r for r in before if after[r] != before[r]} == {f"{NS}/tiny-fp16"}
+    assert after[f"{NS}/tiny-fp16"] == before[f"{NS}/tiny-fp16"] + 1
+
+
+def test_cli_publish_private_and_space_from_explicit_repos(hub, published):
+    work, result = published
+    env = {**os.environ, "HF_TOKEN": TOKEN}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "compression", *a], cwd=REPO, capture_output=True,  # noqa: E731
+                                    text=True, timeout=300, env=env)
+    res = run("publish", "--variants-dir", str(work), "--namespace", NS, "--prefix", "priv", "--private")
+    assert res.returncode == 0, res.stderr
+    assert all(hub.repos[("model", f"{NS}/priv-{n}")]["private"] for n in result["repos"])
+    repos = [f"{NS}/priv-fp32", f"{NS}/priv-int8-dynamic"]
+    res = run("publish-space", "--namespace", NS, "--name", "two-variants", "--repos", *repos)
+    assert res.returncode == 0 and res.stdout.strip() == f"{NS}/two-variants", res.stderr
+    files = hub.head("space", f"{NS}/two-variants")["files"]
+    assert hub.blob(files["space_config/hub_repos.txt"]).decode().split() == repos
+    assert TOKEN not in res.stdout + res.stderr
+
+
+def test_a_users_own_data_is_named_on_its_card_and_sst2_nowhere(hub, tmp_path, tiny_model):
+    """optimize on a user's CSV, then publish: the card names that file, its labels, and no SST-2."""
+    from compression.hub import publish
+    from compression.optimize import optimize
+    from conftest import synthetic
+
+    rows = synthetic(60, 41)
+    data = tmp_path / "support_tickets.csv"
+    data.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    from compression.config import EvalConfig
+
+    optimize(str(tiny_model), tmp_path / "out", ["fp32", "int8-dynamic"], eval_data=str(data), text_column="text",
+             evaluation=EvalConfig(latency_runs=5, warmup=1, latency_sentences=3))
+    result = publish(tmp_path / "out", NS, prefix="tickets", token=TOKEN, retry_delay=0.01)
+    for repo_id in result["repos"].values():
+        card = hub.blob(_files(hub, repo_id)["README.md"]).decode()
+        meta = yaml.safe_load(card.split("---")[1])
+        results = meta["model-index"][0]["results"][0]
+        assert results["dataset"]["name"] == "support_tickets.csv" and "datasets" not in meta
+        assert "SST-2" not in card and "glue" not in card.lower() and "sentiment-analysis" not in meta["tags"]
+        assert "airline" not in card.lower() and "negative, positive" in card

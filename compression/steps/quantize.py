@@ -17,6 +17,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from .. import artifacts
@@ -75,21 +76,34 @@ class QuantizeStaticConfig:
         preset: optimum CPU preset (``auto`` = from this CPU).
         calibration_samples: training sentences used to calibrate.
         method: ``minmax`` | ``percentiles`` | ``entropy``.
+        percentile: the range kept by ``percentiles`` calibration (of each activation's histogram).
         symmetric_activations / symmetric_weights: zero-point 0 when true.
         per_channel: per-output-channel weight scales.
         operators: ops to quantize (None: MatMul and Gather, the bulk of a BERT).
+        matmuls: ``weights`` quantizes only MatMuls with a constant weight (the Linear layers);
+            attention's activation x activation products (Q·Kᵀ, softmax·V) stay float, which is
+            where a statically fixed scale hurts most. ``all`` quantizes every MatMul.
+        report_ops: the N ops whose int8 outputs are furthest from the float graph's (SQNR in dB
+            on calibration sentences) go into metrics.json, so a worse row says why. 0: none.
     """
 
     preset: str = "auto"
     calibration_samples: int = 128
     method: str = "minmax"
+    percentile: float = 99.999
     symmetric_activations: bool = False
     symmetric_weights: bool = True
     per_channel: bool = False
     operators: tuple[str, ...] | None = None
+    matmuls: str = "all"
+    report_ops: int = 5
 
     def __post_init__(self):
         _check_preset(self.preset)
+        if self.matmuls not in ("weights", "all"):
+            raise ValueError(f"matmuls must be weights or all, got {self.matmuls!r}")
+        if not 50 < self.percentile <= 100:
+            raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
         if self.method not in ("minmax", "percentiles", "entropy"):
             raise ValueError(f"method must be minmax, percentiles or entropy, got {self.method!r}")
         if self.calibration_samples < 1:
@@ -149,12 +163,23 @@ def quantize_dynamic(onnx_path: Path, cfg: QuantizeDynamicConfig) -> Path:
     return _run(onnx_path, qconfig)
 
 
+def weight_matmuls(onnx_path: Path) -> list[str]:
+    """Names of the MatMul nodes whose second input is a constant: the Linear layers."""
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    consts = {t.name for t in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in consts]
+
+
 def quantize_static(onnx_path: Path, cfg: QuantizeStaticConfig, calibration_inputs: dict[str, list]) -> Path:
     """``calibration_inputs``: tokenized columns named like the graph inputs."""
     from datasets import Dataset
     from optimum.onnxruntime.configuration import AutoCalibrationConfig
 
     operators = list(cfg.operators) if cfg.operators else ["MatMul", "Gather"]
+    nodes = None
+    if cfg.matmuls == "weights":
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        nodes = weight_matmuls(onnx_path) + [n.name for n in model.graph.node if n.op_type != "MatMul" and n.op_type in operators]
     qconfig, preset = _qconfig(
         cfg.preset,
         True,
@@ -162,9 +187,11 @@ def quantize_static(onnx_path: Path, cfg: QuantizeStaticConfig, calibration_inpu
         use_symmetric_activations=cfg.symmetric_activations,
         use_symmetric_weights=cfg.symmetric_weights,
         operators_to_quantize=operators,
+        nodes_to_quantize=nodes,
     )
     calib_ds = Dataset.from_dict(calibration_inputs)
-    calib_cfg = getattr(AutoCalibrationConfig, cfg.method)(calib_ds)
+    extra = {"percentile": cfg.percentile} if cfg.method == "percentiles" else {}
+    calib_cfg = getattr(AutoCalibrationConfig, cfg.method)(calib_ds, **extra)
     log.info("ORT static int8 (%s, %s calibration on %d sentences)", preset, cfg.method, len(calib_ds))
 
     def calibrate(quantizer, tmp):
@@ -244,11 +271,56 @@ def _dynamic_step(onnx_path, cfg, ctx):
     return quantize_dynamic(onnx_path, cfg)
 
 
+def op_errors(float_path: Path, quant_path: Path, feeds: list[dict], top: int = 5) -> list[dict]:
+    """The ``top`` MatMul/Gather outputs of ``quant_path`` furthest from ``float_path``'s on ``feeds``:
+    [{node, op, sqnr_db}], worst first (signal-to-quantization-noise ratio over all feeds)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    float_model = onnx.load(str(float_path))
+    targets = [(n.name, n.op_type, n.output[0]) for n in float_model.graph.node if n.op_type in ("MatMul", "Gather")]
+    signal: dict[str, float] = {}
+    noise: dict[str, float] = {}
+
+    def outputs(path, model=None):
+        model = model or onnx.load(str(path))
+        names = {o.name for o in model.graph.output}
+        have = {o for n in model.graph.node for o in n.output}
+        for _, _, out in targets:
+            if out in have and out not in names:
+                model.graph.output.append(onnx.helper.make_empty_tensor_value_info(out))
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        wanted = [o.name for o in sess.get_outputs() if o.name in {t[2] for t in targets}]
+        inputs = {i.name for i in sess.get_inputs()}
+        return [dict(zip(wanted, sess.run(wanted, {k: v for k, v in f.items() if k in inputs}))) for f in feeds]
+
+    for ref, got in zip(outputs(float_path, float_model), outputs(quant_path)):
+        for name, value in ref.items():
+            if name in got:
+                signal[name] = signal.get(name, 0.0) + float(np.sum(value.astype(np.float64) ** 2))
+                noise[name] = noise.get(name, 0.0) + float(np.sum((value.astype(np.float64) - got[name]) ** 2))
+    rows = [{"node": node, "op": op, "sqnr_db": round(10 * float(np.log10(signal[out] / max(noise[out], 1e-30))), 1)}
+            for node, op, out in targets if out in signal and signal[out] > 0]
+    return sorted(rows, key=lambda r: r["sqnr_db"])[:top]
+
+
 @register_step("quantize_static", QuantizeStaticConfig, stage="onnx", tags=("int8", "quantized", "static", "onnx"),
                relation="quantized", needs_data=True)
 def _static_step(onnx_path, cfg, ctx):
     """ORT static QDQ int8, calibrated on a training-data sample."""
-    return quantize_static(onnx_path, cfg, ctx.calibration_inputs(onnx_path, cfg.calibration_samples))
+    float_copy = Path(onnx_path).with_name("float-reference.onnx")
+    shutil.copyfile(onnx_path, float_copy)
+    try:
+        quantize_static(onnx_path, cfg, ctx.calibration_inputs(onnx_path, cfg.calibration_samples))
+        if cfg.report_ops:
+            columns = ctx.calibration_inputs(float_copy, 16)
+            feeds = [{k: np.asarray([v[i]], dtype=np.int64) for k, v in columns.items()} for i in range(len(next(iter(columns.values()))))]
+            notes = getattr(ctx, "notes", None)
+            if notes is not None:
+                notes["static_worst_ops"] = op_errors(float_copy, onnx_path, feeds, cfg.report_ops)
+    finally:
+        float_copy.unlink(missing_ok=True)
+    return onnx_path
 
 
 @register_step("torch_dynamic_int8", TorchDynamicInt8Config, stage="terminal", tags=("int8", "quantized", "pytorch"),

@@ -1,0 +1,101 @@
+"""Choose static int8's settings on held-out *training* sentences: accuracy kept, and which op loses it.
+
+    python benchmarks/static_sweep.py --json bench-out/static_sweep.json \
+        "method=minmax,matmuls=all,per_channel=0" "method=percentiles,matmuls=weights,per_channel=1" ...
+
+Uses the teacher that ``student_sweep.py`` trains and caches (the demo teacher on the training pool)
+and ``teacher_sweep.dev_split``'s dev slice of 1,000 whole training sentences; calibration sentences
+come from the pool. For each setting: the quantized graph's dev accuracy beside the float graph's
+(both as served), the agreement with it, batch-1 p50 on one thread, and the three ops with the
+lowest SQNR (``quantize.op_errors``). Prints a table and writes JSON with the CPU named.
+
+Settings: method (minmax/percentiles/entropy), percentile, matmuls (weights/all), per_channel (0/1),
+samples (calibration sentences), sym_act (0/1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from teacher_sweep import dev_split  # noqa: E402
+
+from compression.data import read_file  # noqa: E402
+from compression.machine import cpu_flags, cpu_name  # noqa: E402
+from compression.modeling import load_classifier  # noqa: E402
+from compression.runtime import OnnxRunner, time_forward  # noqa: E402
+from compression.steps.export import export_onnx  # noqa: E402
+from compression.steps.quantize import QuantizeStaticConfig, op_errors, quantize_static  # noqa: E402
+
+
+def parse(spec: str) -> QuantizeStaticConfig:
+    kw = {"method": "minmax", "matmuls": "all", "per_channel": False, "calibration_samples": 128}
+    for part in filter(None, spec.split(",")):
+        key, value = part.split("=")
+        if key == "samples":
+            kw["calibration_samples"] = int(value)
+        elif key in ("per_channel", "sym_act"):
+            kw["per_channel" if key == "per_channel" else "symmetric_activations"] = value == "1"
+        elif key == "percentile":
+            kw[key] = float(value)
+        else:
+            kw[key] = value
+    return QuantizeStaticConfig(**kw)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("settings", nargs="+")
+    ap.add_argument("--data", default="../shared/data/sst2/train.tsv")
+    ap.add_argument("--teacher", default="bench-out/student-sweep/teacher-32000")
+    ap.add_argument("--work", default="bench-out/static-sweep")
+    ap.add_argument("--json", default="bench-out/static_sweep.json")
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    pool, dev = dev_split(read_file(args.data, "sentence", "label"))
+    model, tok = load_classifier(args.teacher)
+    fp32 = work / "fp32.onnx"
+    if not fp32.is_file():
+        export_onnx(model, fp32)
+    import json as _json
+
+    config = _json.loads((Path(args.teacher) / "config.json").read_text())
+    runner = lambda path: OnnxRunner(path, Path(args.teacher) / "tokenizer.json", config, 128, "[PAD]")  # noqa: E731
+    ref = runner(fp32)
+    ref_pred = ref.served_logits(dev.texts).argmax(-1)
+    y = np.array(dev.labels)
+    calib_texts = pool.subset(2048, 1).texts
+    enc = tok(calib_texts, truncation=True, max_length=128)
+    columns = {k: list(v) for k, v in enc.items() if k in ref.input_names}
+    feeds = [{k: np.asarray([v[i]], dtype=np.int64) for k, v in columns.items()} for i in range(16)]
+    encoded = [ref.encode([t]) for t in dev.texts[:50]]
+    base_ms = statistics.median(time_forward(ref, encoded, 200, 20))
+    print(f"float graph: dev accuracy {np.mean(ref_pred == y):.4f}, p50 {base_ms:.2f} ms")
+    rows = []
+    for spec in args.settings:
+        cfg = parse(spec)
+        path = work / "q.onnx"
+        shutil.copy(fp32, path)
+        quantize_static(path, cfg, {k: v[: cfg.calibration_samples] for k, v in columns.items()})
+        q = runner(path)
+        pred = q.served_logits(dev.texts).argmax(-1)
+        ms = statistics.median(time_forward(q, [q.encode([t]) for t in dev.texts[:50]], 200, 20))
+        worst = op_errors(fp32, path, feeds, 3)
+        row = {"setting": spec, "dev_accuracy": float(np.mean(pred == y)), "float_dev_accuracy": float(np.mean(ref_pred == y)),
+               "agreement": float(np.mean(pred == ref_pred)), "p50_ms": ms, "float_p50_ms": base_ms, "worst_ops": worst}
+        rows.append(row)
+        print(f"{spec:60s} dev {row['dev_accuracy']:.4f} ({(row['dev_accuracy'] - row['float_dev_accuracy']) * 100:+.1f} pt) "
+              f"agree {row['agreement']:.4f} p50 {ms:.2f} ms worst {[(w['node'][-30:], w['sqnr_db']) for w in worst]}", flush=True)
+        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "cpu_flags": cpu_flags(), "dev": len(dev), "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
