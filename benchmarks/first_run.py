@@ -35,11 +35,27 @@ def _cpu_seconds(pid: int) -> float | None:
     return sum(int(f) for f in fields[11:15]) / tick
 
 
+def _screenshot(url: str, path: str) -> None:
+    """The page as a user sees it while the build runs (Debian's Chromium through Playwright)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        page.wait_for_selector("#build-status", timeout=60000)
+        page.get_by_role("tab", name="Compare").click()
+        page.wait_for_timeout(4000)  # a poll or two: rows and the plot drawn
+        page.screenshot(path=path, full_page=True)
+        browser.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variants-dir", required=True)
     ap.add_argument("--json", default="bench-out/first_run.json")
     ap.add_argument("--timeout-min", type=float, default=40)
+    ap.add_argument("--screenshot", help="save the page (Chromium) here once the teacher and 3 variants are finished")
     args = ap.parse_args()
     folder = Path(args.variants_dir).resolve()
     if folder.exists():
@@ -62,9 +78,13 @@ def main() -> int:
             except OSError:
                 time.sleep(0.2)
         print(f"page answering after {page_s:.1f} s", flush=True)
-        build_pid = None
+        build_pid, shot = None, args.screenshot
         while time.perf_counter() - t0 < args.timeout_min * 60:
             state = progress.read(folder) or {}
+            if shot and len(state.get("finished") or []) >= 4 and state.get("state") == "running":
+                _screenshot(f"http://127.0.0.1:{port}/", shot)
+                print(f"screenshot of the page mid-build: {shot}", flush=True)
+                shot = None
             build_pid = state.get("pid") or build_pid
             if build_pid:
                 cpu_s = _cpu_seconds(build_pid) or cpu_s

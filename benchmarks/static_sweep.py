@@ -10,7 +10,7 @@ come from the pool. For each setting: the quantized graph's dev accuracy beside 
 lowest SQNR (``quantize.op_errors``). Prints a table and writes JSON with the CPU named.
 
 Settings: method (minmax/percentiles/entropy), percentile, matmuls (weights/all), per_channel (0/1),
-samples (calibration sentences), sym_act (0/1).
+samples (calibration sentences), sym_act (0/1), keep (ffnout: FFN output projections left in float).
 """
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ from compression.steps.export import export_onnx  # noqa: E402
 from compression.steps.quantize import QuantizeStaticConfig, op_errors, quantize_static  # noqa: E402
 
 
+FFN_OUT = r"layer\.\d+/output/dense"
+
+
 def parse(spec: str) -> QuantizeStaticConfig:
     kw = {"method": "minmax", "matmuls": "all", "per_channel": False, "calibration_samples": 128}
     for part in filter(None, spec.split(",")):
@@ -44,6 +47,8 @@ def parse(spec: str) -> QuantizeStaticConfig:
             kw["per_channel" if key == "per_channel" else "symmetric_activations"] = value == "1"
         elif key == "percentile":
             kw[key] = float(value)
+        elif key == "keep":  # ffnout: BERT's FFN output projections stay float (their outputs carry outliers)
+            kw["keep_float"] = (FFN_OUT,) if value == "ffnout" else tuple(value.split("+"))
         else:
             kw[key] = value
     return QuantizeStaticConfig(**kw)
@@ -83,7 +88,11 @@ def main() -> int:
         cfg = parse(spec)
         path = work / "q.onnx"
         shutil.copy(fp32, path)
-        quantize_static(path, cfg, {k: v[: cfg.calibration_samples] for k, v in columns.items()})
+        calib = columns
+        if cfg.method != "minmax":  # histogram calibration stacks activations: one length for all
+            enc = tok(calib_texts[: cfg.calibration_samples], truncation=True, max_length=128, padding="longest")
+            calib = {k: list(v) for k, v in enc.items() if k in ref.input_names}
+        quantize_static(path, cfg, {k: v[: cfg.calibration_samples] for k, v in calib.items()})
         q = runner(path)
         pred = q.served_logits(dev.texts).argmax(-1)
         ms = statistics.median(time_forward(q, [q.encode([t]) for t in dev.texts[:50]], 200, 20))

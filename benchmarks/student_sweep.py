@@ -14,7 +14,9 @@ the CPU named.
 Settings are comma-separated key=value: kind (L2, L3, L4, pruned: heads 0.5 + FFN 0.55 of the
 6-layer teacher, narrow: L2 then heads 0.5 + FFN 0.5), samples (KD sentences, default 24000),
 epochs, lr, alpha, T (temperature), hidden (hidden-state MSE weight; needs a teacher forward per
-step), dropout (-1 = the model's own), precision, heads, ffn, seed.
+step), dropout (-1 = the model's own), precision, heads, ffn, imp (Taylor importance batches), seed,
+speed (1: also export the student, fuse + int8 it, and time it at batch 1 on one thread against the
+teacher's plain int8 graph, Optimum's route, on 50 dev sentences; speed needs no labels).
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from compression.steps.training import distill, teacher_logits_for  # noqa: E402
 from compression.teacher import train_teacher  # noqa: E402
 
 DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
-            "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32}
+            "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0}
 
 
 def parse(spec: str) -> dict:
@@ -77,11 +79,43 @@ def student(teacher, tok, pool, s: dict):
         return make_student(teacher, spread_layers(6, int(kind[1:]))), spread_layers(6, int(kind[1:]))
     if kind in ("pruned", "narrow"):
         model = make_student(teacher, spread_layers(6, 2)) if kind == "narrow" else copy.deepcopy(teacher)
-        cfg = StructuredPruneConfig(heads_fraction=s["heads"], ffn_fraction=s["ffn"], recovery=False)
+        cfg = StructuredPruneConfig(heads_fraction=s["heads"], ffn_fraction=s["ffn"], recovery=False, importance_batches=s["imp"])
         batches = importance_batches(tok, pool, cfg.importance_batches, cfg.batch_size, 128, cfg.seed)
         model, _ = structured_prune(model, cfg, batches)
         return model, (spread_layers(6, 2) if kind == "narrow" else tuple(range(6)))
     raise SystemExit(f"unknown kind {kind!r}")
+
+
+def int8_ms(model, tok, texts, work: Path, name: str, fused: bool) -> float:
+    """Batch-1 p50 of the model's (fused +) dynamic-int8 graph on one thread, mean over ``texts``, 5 rounds."""
+    import shutil
+    import statistics
+
+    from compression.runtime import OnnxRunner
+    from compression.steps.export import export_onnx
+    from compression.steps.fuse import FuseConfig, fuse
+    from compression.steps.quantize import QuantizeDynamicConfig, quantize_dynamic
+
+    path = work / f"{name}.onnx"
+    export_onnx(model, path)
+    if fused:
+        fuse(path, FuseConfig())
+    quantize_dynamic(path, QuantizeDynamicConfig())
+    folder = work / "tok"
+    if not folder.is_dir():
+        tok.save_pretrained(folder)
+    runner = OnnxRunner(path, folder / "tokenizer.json", model.config.to_dict(), 128, tok.pad_token)
+    encoded = [runner.encode([t]) for t in texts]
+    rounds = []
+    for _ in range(5):
+        for e in encoded[:5]:
+            runner.forward(e)
+        t0 = time.perf_counter()
+        for e in encoded:
+            runner.forward(e)
+        rounds.append((time.perf_counter() - t0) * 1e3 / len(encoded))
+    shutil.rmtree(folder, ignore_errors=True)
+    return statistics.median(rounds)
 
 
 def main() -> int:
@@ -116,8 +150,14 @@ def main() -> int:
         trained = distill(teacher, model, pool, cfg, tok, None if s["hidden"] else logits, 128, list(layers))
         seconds = time.perf_counter() - t0
         acc = accuracy(trained, tok, dev)
-        rows.append({"setting": spec, **s, "train_s": round(seconds, 1), "dev_accuracy": acc, "teacher_dev_accuracy": teacher_acc})
-        print(f"{spec:50s} train {seconds:6.1f} s  dev accuracy {acc:.4f} ({(acc - teacher_acc) * 100:+.1f} pt)", flush=True)
+        row = {"setting": spec, **s, "train_s": round(seconds, 1), "dev_accuracy": acc, "teacher_dev_accuracy": teacher_acc}
+        speed = ""
+        if s["speed"]:
+            row["teacher_int8_ms"] = int8_ms(teacher, tok, dev.texts[:50], work, "teacher-int8", fused=False)
+            row["student_fused_int8_ms"] = int8_ms(trained, tok, dev.texts[:50], work, "student-int8", fused=True)
+            speed = f"  int8 {row['student_fused_int8_ms']:.2f} ms = {row['teacher_int8_ms'] / row['student_fused_int8_ms']:.2f}x Optimum int8"
+        rows.append(row)
+        print(f"{spec:50s} train {seconds:6.1f} s  dev accuracy {acc:.4f} ({(acc - teacher_acc) * 100:+.1f} pt){speed}", flush=True)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": torch.get_num_threads(),
                                                "pool": len(pool), "dev": len(dev), "rows": rows}, indent=1))

@@ -95,13 +95,15 @@ class BuildContext:
             self._teacher_onnx = path
         return self._teacher_onnx
 
-    def calibration_inputs(self, onnx_path: Path, n: int) -> dict[str, list]:
+    def calibration_inputs(self, onnx_path: Path, n: int, padded: bool = False) -> dict[str, list]:
+        """``n`` training sentences tokenized for the graph's inputs; ``padded``: all to one length
+        (histogram calibration stacks every sentence's activations into one array)."""
         import onnx
 
         names = {i.name for i in onnx.load(str(onnx_path), load_external_data=False).graph.input}
         texts = self.splits["train"].subset(n, self.recipe.dataset.seed + 1).texts
         tokenizer = self.chain_tokenizer or self.tokenizer  # a vocab-pruned chain calibrates with its own ids
-        enc = tokenizer(texts, truncation=True, max_length=self.recipe.dataset.max_length)
+        enc = tokenizer(texts, truncation=True, max_length=self.recipe.dataset.max_length, padding="longest" if padded else False)
         return {k: list(v) for k, v in enc.items() if k in names}
 
 

@@ -29,7 +29,7 @@ def main() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "BCS_VARIANTS_DIR": str(Path(args.variants_dir).resolve()), "PORT": str(port)}
+    env = {**os.environ, "BCS_VARIANTS_DIR": str(Path(args.variants_dir).resolve()), "PORT": str(port), "BCS_BUILD": "0"}
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env)
     try:
         for _ in range(600):

@@ -1,0 +1,98 @@
+"""Does the app's live latency rank variants as the build measured them?
+
+    python benchmarks/live_latency.py --variants-dir variants --requests 20 --json bench-out/live_latency.json
+
+Starts app.py over a finished build folder (no build), sends ``--requests`` one-sentence requests to
+/classify through gradio_client, one after another (the evaluation sentences the build timed, in
+order), and compares each variant's live median (``live_ms``: the median of its latest requests, each
+variant timed alone on one thread) with its build p50. Prints the table, the pairs whose build p50s
+differ by more than 20% and whether they keep their order live, and the server time per request;
+writes JSON with the CPU named.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from compression import artifacts
+from compression.data import load_splits
+from compression.machine import cpu_flags, cpu_name
+from compression.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+WITHIN, ORDER_GAP = 0.25, 0.20
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants-dir", default="variants")
+    ap.add_argument("--requests", type=int, default=20)
+    ap.add_argument("--json", default="bench-out/live_latency.json")
+    args = ap.parse_args()
+    folder = Path(args.variants_dir).resolve()
+    recipe = load_recipe(folder / artifacts.RECIPE)
+    texts = load_splits(recipe.dataset, REPO / "recipes")["eval"].texts[: recipe.evaluation.latency_sentences]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "BCS_VARIANTS_DIR": str(folder), "PORT": str(port), "BCS_BUILD": "0"}
+    log = open(Path(args.json).with_suffix(".app.log"), "w")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.3)
+        from gradio_client import Client
+
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        rows, wall = None, []
+        for i in range(args.requests):
+            t0 = time.perf_counter()
+            table = client.predict(texts[i % len(texts)], None, api_name="/classify")[0]
+            wall.append((time.perf_counter() - t0) * 1e3)
+            rows = [dict(zip(table["headers"], r)) for r in table["data"]]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    out = []
+    for r in rows:
+        ratio = r["live_ms"] / r["build_p50_ms"]
+        out.append({"variant": r["variant"], "build_p50_ms": r["build_p50_ms"], "live_median_ms": r["live_ms"],
+                    "ratio": ratio, "within_25pct": abs(ratio - 1) <= WITHIN})
+    pairs = []
+    for a in out:
+        for b in out:
+            if a["build_p50_ms"] > (1 + ORDER_GAP) * b["build_p50_ms"]:
+                pairs.append({"slower": a["variant"], "faster": b["variant"], "same_order_live": a["live_median_ms"] > b["live_median_ms"]})
+    model_ms = sum(r["latency_ms"] for r in rows)
+    machine = {"cpu": cpu_name(), "flags": cpu_flags()}
+    print(f"CPU: {machine['cpu']} ({', '.join(machine['flags'])}); {args.requests} requests, one at a time\n")
+    print("| variant | build p50 ms | live median ms | live / build | within 25% |\n|---|---|---|---|---|")
+    for r in out:
+        print(f"| {r['variant']} | {r['build_p50_ms']:.2f} | {r['live_median_ms']:.2f} | {r['ratio']:.2f} | "
+              f"{'yes' if r['within_25pct'] else 'NO'} |")
+    kept = sum(p["same_order_live"] for p in pairs)
+    print(f"\npairs whose build p50s differ by > 20%: {len(pairs)}; same order live: {kept}")
+    for p in pairs:
+        if not p["same_order_live"]:
+            print(f"  out of order: {p['slower']} vs {p['faster']}")
+    print(f"model time of the last request (all variants, one after another): {model_ms:.1f} ms; "
+          f"client round trip median {sorted(wall)[len(wall) // 2]:.1f} ms")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"machine": machine, "rows": out, "pairs": pairs, "last_request_model_ms": model_ms,
+                                           "round_trip_ms": wall}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
