@@ -55,7 +55,8 @@ def main() -> int:
     ap.add_argument("--variants-dir", required=True)
     ap.add_argument("--json", default="bench-out/first_run.json")
     ap.add_argument("--timeout-min", type=float, default=40)
-    ap.add_argument("--screenshot", help="save the page (Chromium) here once the teacher and 3 variants are finished")
+    ap.add_argument("--screenshot", help="save the page (Chromium) here during the first student's training (rows of the "
+                                         "cheap variants on it; no latency is being measured then)")
     args = ap.parse_args()
     folder = Path(args.variants_dir).resolve()
     if folder.exists():
@@ -81,7 +82,7 @@ def main() -> int:
         build_pid, shot = None, args.screenshot
         while time.perf_counter() - t0 < args.timeout_min * 60:
             state = progress.read(folder) or {}
-            if shot and len(state.get("finished") or []) >= 4 and state.get("state") == "running":
+            if shot and state.get("stage") not in (None, "teacher") and (state.get("steps_done") or 0) >= 100:
                 _screenshot(f"http://127.0.0.1:{port}/", shot)
                 print(f"screenshot of the page mid-build: {shot}", flush=True)
                 shot = None

@@ -218,8 +218,10 @@ def _check_structured(cfg: StructuredPruneConfig, config) -> None:
             raise ValueError(f"pruning every head of layer {layer} would disconnect it; keep at least one")
 
 
-def taylor_importance(model, batches) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Accumulated |w·∂L/∂w| per head [layers, heads] and per FFN neuron (list per layer)."""
+def taylor_importance(model, batches, precision: str = "fp32") -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Accumulated |w·∂L/∂w| per head [layers, heads] and per FFN neuron (list per layer).
+
+    ``precision`` "bf16": forward under bf16 autocast (weights and their gradients stay fp32), as training does."""
     layers = encoder_layers(model)
     n_heads = layers[0].attention.self.num_attention_heads
     d = layers[0].attention.self.attention_head_size
@@ -228,7 +230,9 @@ def taylor_importance(model, batches) -> tuple[torch.Tensor, list[torch.Tensor]]
     model.train()
     for batch, labels in batches:
         model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(**batch).logits, labels).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16" and not torch.cuda.is_available()):
+            logits = model(**batch).logits
+        F.cross_entropy(logits.float(), labels).backward()
         with torch.no_grad():
             for i, layer in enumerate(layers):
                 att = layer.attention
@@ -283,8 +287,10 @@ def prune_heads_ffn(model, heads_to_prune: dict[int, list[int]], ffn_keep: list[
 
 
 def structured_prune(model, cfg: StructuredPruneConfig, batches, train=None):
+    from ..machine import training_precision
+
     _check_structured(cfg, model.config)
-    head_imp, ffn_imp = taylor_importance(model, batches)
+    head_imp, ffn_imp = taylor_importance(model, batches, training_precision(cfg.precision))
     heads = cfg.heads if cfg.heads is not None else select_heads(head_imp, cfg.heads_fraction)
     keep = None
     if cfg.ffn_fraction:

@@ -71,9 +71,17 @@ def sentence_passes(cfg: TrainConfig, n_train: int) -> float:
     return float(train_steps(max(n_train, 1), cfg) * cfg.batch_size)
 
 
+def kd_subset(n: int, cfg: TrainConfig) -> list[int] | None:
+    """The training sentences a KD run uses (a deterministic subset when ``train_samples`` < n)."""
+    if cfg.train_samples is not None and cfg.train_samples < n:
+        return sorted(random.Random(cfg.seed).sample(range(n), cfg.train_samples))
+    return None
+
+
 def kd_finetune(state, cfg: TrainConfig, ctx, on_step=None, after_step=None, layer_map: list[int] | None = None):
     """Fine-tune ``state.model`` against the build's teacher on its training split (in place)."""
-    cached = None if cfg.hidden_weight else ctx.teacher_train_logits()
+    n = len(ctx.splits["train"])
+    cached = None if cfg.hidden_weight else ctx.teacher_train_logits(kd_subset(n, cfg))
     state.model = distill(ctx.teacher, state.model, ctx.splits["train"], cfg, state.tokenizer, cached,
                           ctx.recipe.dataset.max_length, layer_map, on_step, after_step, getattr(ctx, "train_step", None))
     return state
@@ -95,8 +103,8 @@ def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits:
     use_hidden = cfg.hidden_weight > 0
     if teacher_logits is None and not use_hidden:
         teacher_logits = teacher_logits_for(teacher, tokenizer, data.texts, max_length)
-    if cfg.train_samples is not None and cfg.train_samples < len(data):
-        idx = sorted(random.Random(cfg.seed).sample(range(len(data)), cfg.train_samples))
+    idx = kd_subset(len(data), cfg)
+    if idx is not None:
         data = type(data)([data.texts[i] for i in idx], [data.labels[i] for i in idx])
         teacher_logits = teacher_logits[idx] if teacher_logits is not None else None
     enc = tokenizer(data.texts, truncation=True, max_length=max_length)
