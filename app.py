@@ -75,8 +75,8 @@ def start_build() -> str | None:
         return None  # a finished build
     log_path = VARIANTS_DIR / "build.log"
     with open(log_path, "ab") as log_file:
-        _BUILD = subprocess.Popen([sys.executable, "-m", "compression", "build", "--recipe", RECIPE, "--variants-dir",
-                                   str(VARIANTS_DIR)], stdout=log_file, stderr=subprocess.STDOUT,
+        _BUILD = subprocess.Popen([sys.executable, "-m", "compression", "build", "--recipe", str(Path(RECIPE).resolve()),
+                                   "--variants-dir", str(VARIANTS_DIR.resolve())], stdout=log_file, stderr=subprocess.STDOUT,
                                   cwd=Path(__file__).resolve().parent)
     atexit.register(_stop_build)
     verb = "Resuming" if state else "Building"
@@ -182,6 +182,11 @@ def _mark(name: str, highlight: str | None) -> str:
     return f"▶ {name}" if name == highlight else name
 
 
+def empty_table() -> pd.DataFrame:
+    """Shown before an answer whose row count may differ from the last one (see planned_rows)."""
+    return pd.DataFrame()
+
+
 def classify(text: str, highlight: str | None = None, request: gr.Request = None):
     """Classify ``text`` with every variant: (table, notes, latency chart, size chart, link)."""
     rows, notes = serving.predict(FAMILY, text)
@@ -218,12 +223,38 @@ def on_load(request: gr.Request):
     return text, gr.update(value=variant, choices=FAMILY.names), status_lines(notes)
 
 
+def planned_rows() -> list[dict]:
+    """A placeholder row for every variant of the build's plan that is not served yet, saying why.
+
+    While a build runs the compare table thus keeps one row per planned variant from the start and
+    each row fills in place when its folder is finished. Besides showing what is coming, a constant
+    row count sidesteps a Gradio 6.17 Dataframe bug (gradio-app/gradio#13611, fixed in 6.18, which
+    needs huggingface_hub 1.x): after the first non-empty value, a value with a different number of
+    rows is not drawn until the table is clicked."""
+    state = build_state()
+    if not state or not state.get("names"):
+        return []
+    skipped = state.get("skipped") or {}
+    running = state.get("state") == "running"
+    rows = []
+    for name in [artifacts.TEACHER, *state["names"]]:
+        if name in FAMILY.variants or any(r["variant"] == name for r in FAMILY.rows):
+            continue
+        why = (f"skipped: {skipped[name]}" if name in skipped else "building…" if running
+               else "not built (the build stopped before it)")
+        rows.append({"variant": name, "planned": why})
+    return rows
+
+
 def compare_table(highlight: str | None = None) -> pd.DataFrame:
     """One row per measured variant, from each variant's metrics.json (local folder or Hub repo)."""
     digits = {"accuracy": 4, "ood_accuracy": 4, "ood_balanced_accuracy": 4, "agreement": 4, "latency_p50_ms": 2,
               "latency_p95_ms": 2, "size_mb": 2, "sparsity": 3}
     rows = []
-    for r in FAMILY.rows:
+    for r in FAMILY.rows + planned_rows():
+        if r.get("planned"):
+            rows.append({"variant": f"⏳ {r['variant']}", "delta_vs_teacher": r["planned"]})
+            continue
         row = {c: (round(r[c], digits[c]) if c in digits and r.get(c) is not None else r.get(c)) for c in COMPARE_COLUMNS}
         name = r["variant"]
         shown = f"⭐ {name}" if name == FAMILY.recommended else name
@@ -293,20 +324,23 @@ def empty_note() -> str:
             "without BCS_BUILD=0 to build them here.")
 
 
-def refresh_page(highlight: str | None):
-    """One poll: the build panel always; the tables, plot and choices only when a folder appeared."""
-    changed = serving.refresh(FAMILY)
+def refresh_page(highlight: str | None, shown: int):
+    """One poll: the build panel always; the tables, plot and choices when this page shows an older
+    version of the family than the server holds. Per page, not per server: every open page (and one
+    opened after a change, whose initial values date from the app's start) catches up on its next poll."""
+    serving.refresh(FAMILY)
     status = build_status_html()
-    if not changed:
-        return status, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    version = FAMILY.version
+    if shown == version:
+        return status, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), shown
     return (status, header_md(), not_served_md() or empty_note(), compare_table(highlight), pareto_points(),
-            gr.update(choices=FAMILY.names))
+            gr.update(choices=FAMILY.names), gr.update(label=data_label()), version)
 
 
 def data_label() -> str:
     data = FAMILY.data or {}
     ood = f", ood_accuracy = balanced accuracy on {data['ood_name']}" if data.get("ood_name") else ""
-    return (f"Predictions per variant (accuracy = {data.get('name', 'evaluation data')} {data.get('split', '')}{ood}; "
+    return (f"Predictions per variant (accuracy = {data.get('name') or 'evaluation data'} {data.get('split') or ''}{ood}; "
             f"live_ms = median of the variant's last {serving.LIVE_WINDOW} requests here, each variant timed alone on "
             "1 thread; build_p50_ms = the build's steady batch-1 p50; latency_ms = this request)")
 
@@ -332,8 +366,12 @@ with gr.Blocks(title="BERT Compression Studio") as demo:
         gr.Examples(EXAMPLES, inputs=text_in)
         outputs = [table, notes_md, lat_plot, size_plot, link]
         # one request per core: each variant is then timed alone on its thread, and the queue absorbs bursts
-        go.click(classify, [text_in, highlight], outputs, api_name="classify", concurrency_limit=os.cpu_count() or 1)
-        text_in.submit(classify, [text_in, highlight], outputs, api_name=False, concurrency_limit=os.cpu_count() or 1)
+        # the table is emptied first: while a build runs each answer may have more rows than the last,
+        # which Gradio 6.17 draws only after an empty value (see planned_rows)
+        go.click(empty_table, None, table, api_name=False, queue=False).then(
+            classify, [text_in, highlight], outputs, api_name="classify", concurrency_limit=os.cpu_count() or 1)
+        text_in.submit(empty_table, None, table, api_name=False, queue=False).then(
+            classify, [text_in, highlight], outputs, api_name=False, concurrency_limit=os.cpu_count() or 1)
     with gr.Tab("Compare"):
         gr.Markdown("Every variant as measured by the build: accuracy as served (each sentence on its own), its "
                     "difference to the teacher on the same sentences with a 95% paired-bootstrap interval (points) and "
@@ -356,12 +394,17 @@ with gr.Blocks(title="BERT Compression Studio") as demo:
         batch_table = gr.Dataframe(label="Per variant", interactive=False)
         batch_heatmap = gr.HTML(label="Agreement between variants")
         batch_flips = gr.Dataframe(label="Sentences whose label differs from the reference", interactive=False, elem_id="flips")
-        batch_go.click(batch, [batch_text, batch_file], [batch_table, batch_heatmap, batch_flips, batch_notes], api_name="batch")
-    highlight.change(compare_table, highlight, compare_df, api_name=False)
+        batch_go.click(lambda: (empty_table(), empty_table()), None, [batch_table, batch_flips], api_name=False, queue=False).then(
+            batch, [batch_text, batch_file], [batch_table, batch_heatmap, batch_flips, batch_notes], api_name="batch")
+    # .input, not .change: only a person's choice; the poll's own choice updates must not re-render the table
+    # behind its back with rows from an older poll
+    highlight.input(compare_table, highlight, compare_df, api_name=False)
     demo.load(on_load, None, [text_in, highlight, notes_md], api_name=False)
     if not HUB_REPOS:  # a local folder may be growing: poll it (a Space's variants are fixed at start)
         timer = gr.Timer(POLL_S)
-        timer.tick(refresh_page, highlight, [status_html, header, served_md, compare_df, pareto_plot, highlight],
+        shown = gr.State(-1)  # the family version this page shows; -1: the values rendered at the app's start
+        timer.tick(refresh_page, [highlight, shown],
+                   [status_html, header, served_md, compare_df, pareto_plot, highlight, table, shown],
                    api_name=False, show_progress="hidden")
 
 

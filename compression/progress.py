@@ -106,7 +106,8 @@ class Progress:
         self.trained: list[tuple[float, float]] = []
         self.teacher_rate: float | None = None
         self.finished: list[str] = []
-        self.skipped: dict[str, str] = {}
+        self.skipped: dict[str, str] = {}          # stages skipped while building (a step said it cannot apply)
+        self.not_applicable: dict[str, str] = {}   # variants left out before the build started
         self.state, self.error, self.stage = "running", None, "teacher"
         self._last_write = 0.0
         self.save(force=True)
@@ -199,8 +200,9 @@ class Progress:
             "stages_done": len(self.finished) + len(self.skipped), "stages_total": len(self.names) + 1,
             "steps_done": self.steps[0] if self.steps else None, "steps_total": self.steps[1] if self.steps else None,
             "eta_s": None if eta is None else round(eta, 1), "elapsed_s": round(time.time() - self.start, 1),
-            "finished": list(self.finished), "skipped": dict(self.skipped),
+            "finished": list(self.finished), "skipped": {**self.not_applicable, **self.skipped},
             "pending": [n for n in self.names if n not in self.finished and n not in self.skipped],
+            "names": list(self.names),  # the whole plan, in build order: the page lists it from the start
             "updated": time.time(),
         }
 

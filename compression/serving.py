@@ -68,6 +68,7 @@ class VariantFamily:
     data: dict = field(default_factory=dict)        # what the numbers were measured on (artifacts.data_description)
     folder: Path | None = None
     stamps: dict[str, float] = field(default_factory=dict)  # metrics.json mtimes seen by refresh()
+    version: int = 0  # bumped by refresh() on every change: each page compares it with the one it shows
     threads: int = 1
     pool: ThreadPoolExecutor | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -194,6 +195,8 @@ def refresh(family: VariantFamily) -> bool:
                 for key in ("recommended", "pareto", "significantly_worse"):
                     if key in report_rows.get(name, {}) and r.get(key) != report_rows[name][key]:
                         r[key], changed = report_rows[name][key], True
+        if changed:
+            family.version += 1
         if changed or not family.data:
             family.rows = list(rows.values())
             family.data = artifacts.data_description(artifacts.read_recipe_dict(family.folder))

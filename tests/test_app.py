@@ -1,5 +1,6 @@
 """The Gradio app over tiny built variants: API via gradio_client, UI via Chromium."""
 import importlib
+import json
 import shutil
 import socket
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from compression import serving
+from compression.hubserver import wait_http
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -264,21 +266,6 @@ def _start_app(env_extra, tmp_path, port):
     return proc
 
 
-def _wait_http(url, proc, seconds=120):
-    import time
-    import urllib.request
-
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.log_path.read_text()
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"no answer within {seconds} s:\n{proc.log_path.read_text()}")
-
-
 def _stop(proc):
     proc.terminate()
     try:
@@ -301,7 +288,7 @@ def test_a_folder_with_nothing_servable_gives_a_clear_page(built, tmp_path, case
     port = _free_port()
     proc = _start_app({"BCS_VARIANTS_DIR": str(folder), "BCS_BUILD": "0"}, tmp_path, port)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/", proc)
+        wait_http(f"http://127.0.0.1:{port}/", proc)
         result = Client(f"http://127.0.0.1:{port}/", verbose=False).predict("good film", None, api_name="/classify")
         assert _rows(result) == []
         assert "No variant is ready to answer yet." in result[1]
@@ -336,39 +323,77 @@ def test_first_run_serves_at_once_and_rows_appear_without_a_reload(tiny_model, t
     second = None
     counts = []
     try:
-        _wait_http(f"http://127.0.0.1:{port}/", proc)
+        wait_http(f"http://127.0.0.1:{port}/", proc)
         second = _start_app({"BCS_VARIANTS_DIR": str(folder), "BCS_RECIPE": str(recipe)}, tmp_path, port2)
-        _wait_http(f"http://127.0.0.1:{port2}/", second)
+        wait_http(f"http://127.0.0.1:{port2}/", second)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1400})
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_selector("#build-status.running", timeout=60000)
             assert "Building" in page.inner_text("#build-status")
+            # classify as soon as the first variant is served: it answers alone while the rest build
+            page.wait_for_function("() => /[1-9]\\d* variants loaded/.test(document.body.innerText)", timeout=120000)
+            page.get_by_label("Sentence").fill("a charming film")
+            page.get_by_role("button", name="Classify").click()
+            page.wait_for_selector('#predictions [data-testid^="cell-"][data-col="0"]', timeout=30000)
+            early = page.locator('#predictions [data-testid^="cell-"][data-col="0"]').count()
             page.get_by_role("tab", name="Compare").click()
+            # a row per planned variant from the start ("⏳ name", building…); each fills in when finished
+            filled = ("() => [...document.querySelectorAll('#compare-table [data-testid^=\"cell-\"][data-col=\"0\"]')]"
+                      ".filter(c => !c.innerText.includes('⏳')).length")
             deadline = time.time() + 300
             while time.time() < deadline:
-                counts.append(page.locator('#compare-table [data-testid^="cell-"][data-col="0"]').count())
+                counts.append(page.evaluate(filled))
                 if page.locator("#build-status.done").count():
                     break
                 time.sleep(0.5)
-            page.wait_for_function("() => document.querySelectorAll('#compare-table [data-testid^=\"cell-\"][data-col=\"0\"]')"
-                                   ".length === 4", timeout=60000)   # teacher, fp32, int8-dynamic, student
+            page.wait_for_function(f"() => ({filled})() === 4", timeout=60000)   # teacher, fp32, int8-dynamic, student
+            assert page.locator('#compare-table [data-testid^="cell-"][data-col="0"]').count() == 4  # no placeholder left
             assert "Build finished" in page.inner_text("#build-status")
             page.get_by_role("tab", name="Classify").click()
-            page.get_by_label("Sentence").fill("a charming film")
-            page.get_by_role("button", name="Classify").click()
+            page.get_by_role("button", name="Classify").click()  # more rows than the early answer: all drawn
             page.wait_for_function("() => document.querySelectorAll('#predictions [data-testid^=\"cell-\"][data-col=\"0\"]')"
                                    ".length === 3", timeout=30000)   # every finished variant answers, no reload
             page.screenshot(path=str(tmp_path / "first-run.png"), full_page=True)
+            late = browser.new_page()  # opened after the build: its first poll brings it up to date
+            late.goto(f"http://127.0.0.1:{port2}/")
+            late.get_by_role("tab", name="Compare").click()
+            late.wait_for_function("() => document.querySelectorAll('#compare-table [data-testid^=\"cell-\"][data-col=\"0\"]')"
+                                   ".length === 4", timeout=30000)
             browser.close()
     finally:
         for p_ in (proc, second):
             if p_ is not None:
                 _stop(p_)
+    assert 1 <= early <= 3
     assert any(0 < c < 4 for c in counts), counts                       # rows appeared while the build was running
     assert counts == sorted(counts)                                      # and only ever grew
     state = progress.read(folder)
     assert state["state"] == "done" and state["finished"][0] == "teacher"
     assert "is building" in second.log_path.read_text()                 # the second app followed, did not build
     assert (folder / "build.log").read_text().count("[1/4] teacher done") == 1
+
+
+def test_the_build_panel_tells_each_state(app, tmp_path, monkeypatch):
+    """What the page says about a build: running (stage, steps, estimate), failed (the one-line error;
+    finished variants still served), stopped (process gone), done."""
+    from compression import artifacts, progress
+
+    module, _ = app
+    monkeypatch.setattr(module, "VARIANTS_DIR", tmp_path)
+    p = progress.Progress(tmp_path, ["fp32", "student"], [0.0, 100.0], teacher_work=100.0)
+    with progress.BuildLock(tmp_path):  # as the build process holds it
+        p.begin("teacher")
+        p.step(30, 100)
+        p.save(force=True)
+        html = module.build_status_html()
+        assert 'class="running"' in html and "teacher" in html and "step 30 of 100" in html and "fp32, student" in html
+        p.fail("DataError: dataset not found: /data/x")
+        html = module.build_status_html()
+        assert 'class="failed"' in html and "DataError: dataset not found: /data/x" in html and "still served" in html
+    state = json.loads((tmp_path / artifacts.PROGRESS).read_text())
+    state["state"] = "running"
+    (tmp_path / artifacts.PROGRESS).write_text(json.dumps(state))
+    assert "its process is gone" in module.build_status_html()     # the lock is free: nobody is building
+    assert module.building_names() == []

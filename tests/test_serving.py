@@ -63,10 +63,13 @@ def test_refresh_adds_variants_as_their_folders_finish(built, tmp_path):
     family = serving.load_family(folder)
     assert family.names == ["fp32"] and family.references == {"teacher": "PyTorch reference, not served"}
     assert serving.refresh(family) is False                        # nothing new: nothing reloaded
+    version = family.version
     fp32_runner = family.variants["fp32"].runner
     shutil.copytree(out / "int8-dynamic", folder / "int8-dynamic")
     (folder / ".tmp-fp16-123").mkdir()                              # a folder still being built is not a variant
     assert serving.refresh(family) is True
+    assert family.version == version + 1                           # what each open page compares with its own
+    assert serving.refresh(family) is False and family.version == version + 1
     assert family.names == ["fp32", "int8-dynamic"]
     assert family.variants["fp32"].runner is fp32_runner           # loaded variants keep their sessions
     rows, _ = serving.predict(family, "superb")
