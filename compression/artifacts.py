@@ -319,8 +319,8 @@ def data_description(recipe: dict | None) -> dict:
         hub_id, hub_config = ("nyu-mll/glue", config) if name == "glue" else (path, None)
     if d.get("eval_path"):
         default_name, split = Path(d["eval_path"]).name, "test"
-    else:
-        default_name, split = (Path(path).name or "dataset") if local else path, d.get("eval_split") or "validation"
+    else:  # no recipe at all (an empty folder): no name to show
+        default_name, split = (Path(path).name or None) if local else path, d.get("eval_split") or "validation"
     ood = e.get("ood_path")
     return {
         "name": d.get("name") or default_name,

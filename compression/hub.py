@@ -184,13 +184,16 @@ def publish(variants_dir, namespace: str, prefix: str = "minilm-sst2", private: 
             log.info("published %s (%s)", repo_id, info.oid[:8])
     collection = None
     if not dry_run:
-        collection = _retry(lambda: make_collection(api, namespace, prefix, repos, recommended, private), "collection", attempts, retry_delay)
+        data = artifacts.data_description(artifacts.read_recipe_dict(variants_dir))
+        collection = _retry(lambda: make_collection(api, namespace, prefix, repos, recommended, private, data["name"]),
+                            "collection", attempts, retry_delay)
     return {"repos": repos, "commits": commits, "collection": collection, "recommended": recommended}
 
 
-def make_collection(api, namespace, prefix, repos, recommended, private) -> str:
+def make_collection(api, namespace, prefix, repos, recommended, private, data_name: str = "one dataset") -> str:
     col = api.create_collection(title=f"{prefix} compressed variants", namespace=namespace, private=private, exists_ok=True,
-                                description="Pruned, quantized and distilled variants of one SST-2 classifier, measured on CPU.")
+                                description=f"Pruned, quantized and distilled variants of one classifier of {data_name}, "
+                                            "measured on CPU."[:150])
     for name, repo_id in repos.items():
         note = "⭐ recommended: best accuracy/latency/size trade-off" if name == recommended else None
         api.add_collection_item(col.slug, item_id=repo_id, item_type="model", note=note, exists_ok=True)

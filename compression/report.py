@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from .artifacts import REPORT, SERVABLE, TEACHER, load_rows
+from .artifacts import FORMAT_ONNX, REPORT, SERVABLE, TEACHER, load_rows
 from .errors import BuildError
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def recommend(rows: list[dict], teacher_accuracy: float | None, tolerance: float
     """The fastest servable front row whose accuracy is within ``tolerance`` of the teacher's (a
     point estimate: the interval is shown beside it), ties within 5% going to the smaller file."""
     front = set(pareto_front(rows))
-    candidates = [r for r in rows if r["variant"] in front and r.get("format", "onnx") in SERVABLE and r["variant"] != TEACHER]
+    candidates = [r for r in rows if r["variant"] in front and r.get("format", FORMAT_ONNX) in SERVABLE and r["variant"] != TEACHER]
     if not candidates:
         return None
     if teacher_accuracy is not None:

@@ -87,6 +87,10 @@ def test_card_yaml_parses_to_model_index(hub, published):
             assert "ORTModelForSequenceClassification.from_pretrained" in card
         assert f"| accuracy | {metrics['accuracy']:.4f}" in card
         assert metrics["cpu"] in card
+        from compression.report import delta_text  # the difference to the teacher, its interval and flips, on every card
+
+        assert f"| difference to the teacher, points [95% CI] | {delta_text(metrics)} |" in card
+        assert f"| {metrics['flips_lost']} / {metrics['flips_gained']} |" in card
     int8 = hub.blob(_files(hub, f"{NS}/tiny-int8-dynamic")["README.md"]).decode()
     assert "int8" in yaml.safe_load(int8.split("---")[1])["tags"]
 
