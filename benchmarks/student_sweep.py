@@ -16,12 +16,15 @@ Settings are comma-separated key=value: kind (L2, L3, L4, pruned: heads 0.5 + FF
 epochs, lr, alpha, T (temperature), hidden (hidden-state MSE weight; needs a teacher forward per
 step), dropout (-1 = the model's own), precision, heads, ffn, imp (Taylor importance batches), seed,
 speed (1: also export the student, fuse + int8 it, and time it at batch 1 on one thread against the
-teacher's plain int8 graph, Optimum's route, on 50 dev sentences; speed needs no labels).
+teacher's plain int8 graph, Optimum's route, on 50 dev sentences; speed needs no labels), transfer
+(KD sentences: pool = the whole training pool, as the first sweeps ran; train = the teacher's own
+32,000; unused = the pool's rows the teacher never saw).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import random
 import json
 import logging
 import sys
@@ -44,7 +47,8 @@ from compression.steps.training import distill, teacher_logits_for  # noqa: E402
 from compression.teacher import train_teacher  # noqa: E402
 
 DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
-            "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0}
+            "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
+            "transfer": "pool"}
 
 
 def parse(spec: str) -> dict:
@@ -138,6 +142,8 @@ def main() -> int:
     else:
         logits = teacher_logits_for(teacher, tok, pool.texts)
         torch.save(logits, cache)
+    seen = set(random.Random(0).sample(range(len(pool)), args.teacher_samples))  # the teacher's rows (TextData.split)
+    transfer = {"pool": list(range(len(pool))), "train": sorted(seen), "unused": [i for i in range(len(pool)) if i not in seen]}
     print(f"pool {len(pool)} phrases, dev {len(dev)} training sentences; teacher dev accuracy {teacher_acc:.4f}")
     rows = []
     for spec in args.settings:
@@ -147,7 +153,9 @@ def main() -> int:
                             alpha=s["alpha"], temperature=s["T"], hidden_weight=s["hidden"], seed=s["seed"],
                             dropout=None if s["dropout"] < 0 else s["dropout"], precision=s["precision"], batch_size=s["batch"])
         t0 = time.perf_counter()
-        trained = distill(teacher, model, pool, cfg, tok, None if s["hidden"] else logits, 128, list(layers))
+        rows_ = transfer[s["transfer"]]
+        data = type(pool)([pool.texts[i] for i in rows_], [pool.labels[i] for i in rows_])
+        trained = distill(teacher, model, data, cfg, tok, None if s["hidden"] else logits[rows_], 128, list(layers))
         seconds = time.perf_counter() - t0
         acc = accuracy(trained, tok, dev)
         row = {"setting": spec, **s, "train_s": round(seconds, 1), "dev_accuracy": acc, "teacher_dev_accuracy": teacher_acc}

@@ -65,7 +65,8 @@ class BuildContext:
         self.teacher, self.tokenizer = teacher, tokenizer
         self.progress = progress
         self._teacher_onnx: Path | None = None
-        self._train_logits = None
+        self._train_logits: dict = {}  # split -> teacher logits (rows filled as KD runs ask for them)
+        self._have: dict = {}
         self.prefix_cache: dict[str, ChainState] = {}  # PyTorch state after a chain prefix
         self.notes: dict = {}                  # the running chain's notes (onnx steps report here)
         self.chain_tokenizer = None            # the running chain's tokenizer (vocab pruning changes it)
@@ -75,26 +76,28 @@ class BuildContext:
         if self.progress is not None:
             self.progress.step(done, total)
 
-    def teacher_train_logits(self, indices: list[int] | None = None):
-        """Teacher logits on the training split (a tensor over all of it), computed once per build
-        for every KD step, and only for the sentences some KD run asked for (``indices``; None = all).
+    def teacher_train_logits(self, indices: list[int] | None = None, split: str = "train"):
+        """Teacher logits on a training split ("train", "unused" or "all": a tensor over all of it),
+        computed once per build for every KD step, and only for the sentences some KD run asked for
+        (``indices``; None = all).
 
         On a CPU they come from the teacher's exported fp32 ONNX graph at its served precision (the
         same numbers as PyTorch to 1e-5, 1.8x faster on 2 cores: BENCHMARKS.md); on a GPU from torch."""
         import torch
 
-        texts = self.splits["train"].texts
-        if self._train_logits is None:
-            self._train_logits = torch.full((len(texts), self.teacher.config.num_labels), float("nan"))
-            self._have = torch.zeros(len(texts), dtype=torch.bool)
+        texts = self.splits[split].texts
+        if split not in self._train_logits:
+            self._train_logits[split] = torch.full((len(texts), self.teacher.config.num_labels), float("nan"))
+            self._have[split] = torch.zeros(len(texts), dtype=torch.bool)
+        logits, have = self._train_logits[split], self._have[split]
         wanted = range(len(texts)) if indices is None else indices
-        missing = [i for i in wanted if not self._have[i]]
+        missing = [i for i in wanted if not have[i]]
         if missing:
             t0 = time.perf_counter()
-            self._train_logits[missing] = self._teacher_logits([texts[i] for i in missing])
-            self._have[missing] = True
-            log.info("teacher logits on %d training sentences in %.0f s", len(missing), time.perf_counter() - t0)
-        return self._train_logits
+            logits[missing] = self._teacher_logits([texts[i] for i in missing])
+            have[missing] = True
+            log.info("teacher logits on %d %s sentences in %.0f s", len(missing), split, time.perf_counter() - t0)
+        return logits
 
     def _teacher_logits(self, texts: list[str]):
         import torch
@@ -196,8 +199,7 @@ def build(recipe: Recipe, out_dir: str | Path, only: list[str] | None = None, ba
             n_train, depth = len(splits.get("train") or ()), num_layers(model_config) or 1
             teacher_work = 0.0 if recipe.teacher.skip else recipe.teacher.epochs * n_train * depth
             progress = Progress(out_dir, [v.name for v in todo], training_work(todo, n_train, depth), teacher_work)
-            for name, reason in skipped.items():
-                progress.skipped[name] = reason
+            progress.not_applicable = dict(skipped)  # named on the page; not stages of this build
             summary = _build(recipe, out_dir, todo, base, splits, force, progress)
             summary["skipped"] = {**skipped, **summary.get("skipped", {})}
             progress.done()

@@ -28,10 +28,16 @@ class TextData:
         return len(self.texts)
 
     def subset(self, n: int | None, seed: int) -> "TextData":
+        return self.split(n, seed)[0]
+
+    def split(self, n: int | None, seed: int) -> tuple["TextData", "TextData"]:
+        """(a deterministic random subset of ``n`` rows, the rows left out)."""
         if n is None or n >= len(self.texts):
-            return self
-        idx = sorted(random.Random(seed).sample(range(len(self.texts)), n))
-        return TextData([self.texts[i] for i in idx], None if self.labels is None else [self.labels[i] for i in idx])
+            return self, TextData([], None if self.labels is None else [])
+        idx = set(random.Random(seed).sample(range(len(self.texts)), n))
+        pick = lambda keep: TextData([t for i, t in enumerate(self.texts) if (i in idx) == keep],  # noqa: E731
+                                     None if self.labels is None else [y for i, y in enumerate(self.labels) if (i in idx) == keep])
+        return pick(True), pick(False)
 
 
 def is_local(path: str) -> bool:
@@ -163,8 +169,9 @@ def resolve(path: str, base_dir: Path | None = None) -> Path:
 
 def load_splits(cfg: DatasetConfig, base_dir: Path | None = None, ood_path: str | None = None,
                 ood_samples: int | None = None, num_labels: int | None = None) -> dict[str, TextData]:
-    """Return {"train": TextData, "eval": TextData} (+ "ood" when ``ood_path`` is given),
-    validated and subset per cfg. The out-of-domain file is for evaluation only.
+    """Return {"train": TextData, "eval": TextData} (+ "ood" when ``ood_path`` is given, + "unused": the
+    training rows ``train_samples`` left out), validated and subset per cfg. The out-of-domain file is
+    for evaluation only.
 
     ``num_labels``: the classes of an already fine-tuned model (teacher.skip); labels must
     lie in 0..num_labels-1. Without it the training labels define the classes and must
@@ -181,7 +188,10 @@ def load_splits(cfg: DatasetConfig, base_dir: Path | None = None, ood_path: str 
         bad = sorted({y for y in flat if not (0 <= y <= 1 if multi else 0 <= y < num_labels)})
         if bad:
             raise DataError(f"{key} labels {bad[:5]} are outside 0..{num_labels - 1}, the classes of this classifier")
-    out = {"train": splits["train"].subset(cfg.train_samples, cfg.seed), "eval": splits["eval"].subset(cfg.eval_samples, cfg.seed)}
+    train, unused = splits["train"].split(cfg.train_samples, cfg.seed)
+    out = {"train": train, "eval": splits["eval"].subset(cfg.eval_samples, cfg.seed)}
+    if len(unused):  # training sentences the teacher never sees: a transfer set for KD (TrainConfig.transfer)
+        out["unused"] = unused
     if "ood" in splits:
         out["ood"] = splits["ood"].subset(ood_samples, cfg.seed)
     return out

@@ -107,3 +107,22 @@ def test_hidden_state_kd_pulls_the_students_layers_toward_the_teachers(tiny_mode
     cfg = TrainConfig(max_steps=40, batch_size=16, learning_rate=1e-3, hidden_weight=1.0, alpha=0.5)
     trained = distill(teacher, student, data, cfg, tok, max_length=32, layer_map=[1])
     assert mse(trained) < 0.5 * before
+
+
+def test_kd_can_learn_from_the_training_rows_the_teacher_never_saw(tiny_model, tiny_data, tmp_path, caplog):
+    """transfer: unused — the recipe's train_samples leave rows out; a student's KD runs on exactly those."""
+    from compression.build import build
+    from compression.data import read_file
+    from compression.recipe import Recipe
+    from conftest import tiny_recipe_dict
+
+    kd = {"distill": {"num_layers": 1, "max_steps": 4, "batch_size": 16, "transfer": "unused"}}
+    d = tiny_recipe_dict(tiny_model, tiny_data, student=[kd])
+    d["dataset"]["train_samples"] = 300  # of 400: the teacher sees 300, the student learns from the other 100
+    d["teacher"]["epochs"] = 1
+    caplog.set_level("INFO", logger="compression")
+    build(Recipe.from_dict(d), tmp_path / "out")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("teacher logits on")]
+    assert lines == ["teacher logits on 100 unused sentences in " + lines[0].split(" in ")[1]]
+    seen, unused = read_file(tiny_data / "train.tsv", "sentence", "label").split(300, 0)
+    assert len(seen) == 300 and len(unused) == 100   # the split the build made: the teacher's rows and the rest

@@ -48,9 +48,14 @@ class TrainConfig:
     max_grad_norm: float = 1.0       # clipping: KD on fresh students spikes early
     precision: str = "auto"          # bf16 autocast where the CPU/GPU has native bf16 math (fp32 master weights), else fp32
     dropout: float | None = None     # dropout rate while training (None: the model's own); masks cost a tenth of a CPU step
+    transfer: str = "train"          # KD sentences: "train" (what the teacher learned from), "unused" (training rows the
+                                     # recipe's train_samples left out: the teacher's soft labels there are beliefs, not
+                                     # memory), "all" (both); "unused" falls back to "train" when nothing was left out
 
     def __post_init__(self):
         check_precision(self.precision, self.dropout)
+        if self.transfer not in ("train", "unused", "all"):
+            raise ValueError(f"transfer must be train, unused or all, got {self.transfer!r}")
         if self.train_samples is not None and self.train_samples < 1:
             raise ValueError(f"train_samples must be a positive integer or null, got {self.train_samples}")
         if not 0 <= self.warmup_ratio < 1 or self.max_grad_norm <= 0 or self.weight_decay < 0:
@@ -78,11 +83,26 @@ def kd_subset(n: int, cfg: TrainConfig) -> list[int] | None:
     return None
 
 
+def transfer_split(splits: dict, cfg: TrainConfig) -> str:
+    """The name of the split a KD run learns from (``cfg.transfer``, where that split exists)."""
+    if cfg.transfer == "train" or "unused" not in splits:
+        if cfg.transfer != "train":
+            log.warning("transfer=%s: the recipe trains the teacher on every training sentence; KD uses them too", cfg.transfer)
+        return "train"
+    return cfg.transfer
+
+
 def kd_finetune(state, cfg: TrainConfig, ctx, on_step=None, after_step=None, layer_map: list[int] | None = None):
     """Fine-tune ``state.model`` against the build's teacher on its training split (in place)."""
-    n = len(ctx.splits["train"])
-    cached = None if cfg.hidden_weight else ctx.teacher_train_logits(kd_subset(n, cfg))
-    state.model = distill(ctx.teacher, state.model, ctx.splits["train"], cfg, state.tokenizer, cached,
+    name = transfer_split(ctx.splits, cfg)
+    if name == "all" and "all" not in ctx.splits:
+        from ..data import TextData
+
+        train, unused = ctx.splits["train"], ctx.splits["unused"]
+        ctx.splits["all"] = TextData(train.texts + unused.texts, train.labels + unused.labels)
+    data = ctx.splits[name]
+    cached = None if cfg.hidden_weight else ctx.teacher_train_logits(kd_subset(len(data), cfg), name)
+    state.model = distill(ctx.teacher, state.model, data, cfg, state.tokenizer, cached,
                           ctx.recipe.dataset.max_length, layer_map, on_step, after_step, getattr(ctx, "train_step", None))
     return state
 
