@@ -2,8 +2,8 @@
 the Space, download it, start its app.py without torch, then time it.
 
     python benchmarks/space.py --variants-dir variants-full \
-        --only fp32 fp16 int8-dynamic int8-static int8-emb4 w4 distilled-L3-int8 distilled-L2-vocab-int8 \
-               pruned-heads-ffn-int8 pruned-heads-ffn-vocab-int8-emb4 narrow-L2-vocab-int8-emb4 tiny \
+        --only fp32 fp16 int8-dynamic int8-static int8-emb4 w4 fused-int8 distilled-L3-int8 distilled-L3-vocab-int8-emb4 \
+               pruned-fused-int8 pruned-fused-vocab-int8-emb4 tiny \
         --json bench-out/space.json
 
 Prints a table and writes JSON with the CPU named:

@@ -19,9 +19,11 @@ import yaml
 
 from compression.machine import cpu_flags, cpu_name
 
-TEACHER_MIN = 0.905          # issue #9
-TINY_MAX_MB = 4.5            # issue #10: 1/20 of the teacher
+TEACHER_MIN = 0.90           # issue #16 (full recipe)
+TINY_MAX_MB = 5.5            # issue #17
 OOD_VOCAB_MAX_LOSS = 0.01    # issue #10: vocab pruning within 1 pt of its parent out of domain
+OOD_MAX_LOSS = 0.015         # issue #17: every compressed row within 1.5 pt of the teacher's balanced accuracy
+STATIC_MAX_LOSS = 0.005      # issue #17: int8-static within 0.5 pt of fp32
 
 
 def _chain(steps) -> tuple:
@@ -63,6 +65,23 @@ def check(rows: dict, recommended: str | None, parents: dict[str, str] | None = 
             f"{rec['size_mb']:.2f} MB, {opt['size_mb'] / rec['size_mb']:.2f}x smaller")
         add("recommended >= 2x Optimum int8 batch-1 speed", opt["latency_p50_ms"] / rec["latency_p50_ms"] >= 2,
             f"{opt['latency_p50_ms'] / rec['latency_p50_ms']:.2f}x faster")
+    if t and opt:  # issue #17: some variant at >= 99% of the teacher, >= 2x int8-dynamic's speed, <= 1/2 its size
+        edge = [n for n, r in rows.items() if r.get("format") == "onnx" and r["accuracy"] >= 0.99 * t["accuracy"]
+                and opt["latency_p50_ms"] / r["latency_p50_ms"] >= 2 and r["size_mb"] <= 0.5 * opt["size_mb"]]
+        add("a variant at >= 99% of the teacher, >= 2x Optimum int8's speed, <= 1/2 its size", edge, ", ".join(edge) or "none")
+        if edge:
+            add("report.json recommends such a variant", recommended in edge, str(recommended))
+    static, fp32 = rows.get("int8-static"), rows.get("fp32")
+    if static and fp32:
+        add("int8-static within 0.5 pt of fp32", fp32["accuracy"] - static["accuracy"] <= STATIC_MAX_LOSS,
+            f"{(static['accuracy'] - fp32['accuracy']) * 100:+.2f} pt (worst op: "
+            f"{(static.get('static_worst_ops') or [{}])[0].get('node', '?')} {(static.get('static_worst_ops') or [{}])[0].get('sqnr_db', '?')} dB)")
+    if t and "ood_balanced_accuracy" in t:
+        far = {n: r["ood_balanced_accuracy"] - t["ood_balanced_accuracy"] for n, r in rows.items()
+               if n not in ("teacher", "tiny") and "ood_balanced_accuracy" in r
+               and t["ood_balanced_accuracy"] - r["ood_balanced_accuracy"] > OOD_MAX_LOSS}
+        add("every compressed row (tiny aside) within 1.5 pt of the teacher's OOD balanced accuracy", not far,
+            ", ".join(f"{n} {d * 100:+.2f}" for n, d in sorted(far.items())) or "all within")
     if opt:
         beats = [n for n, r in rows.items() if r.get("format") == "onnx" and n != "int8-dynamic"
                  and r["accuracy"] >= opt["accuracy"] and r["latency_p50_ms"] < opt["latency_p50_ms"] and r["size_mb"] < opt["size_mb"]]
@@ -71,6 +90,9 @@ def check(rows: dict, recommended: str | None, parents: dict[str, str] | None = 
     if t and tiny:
         add(f"tiny ({tiny['variant']}) <= {TINY_MAX_MB} MB", tiny["size_mb"] <= TINY_MAX_MB, f"{tiny['size_mb']:.2f} MB")
         add("tiny >= 95% of teacher accuracy", tiny["accuracy"] >= 0.95 * t["accuracy"], f"{tiny['accuracy'] / t['accuracy'] * 100:.1f}%")
+        if "ood_balanced_accuracy" in tiny and "ood_balanced_accuracy" in t:
+            add("tiny >= 95% of teacher OOD balanced accuracy", tiny["ood_balanced_accuracy"] >= 0.95 * t["ood_balanced_accuracy"],
+                f"{tiny['ood_balanced_accuracy'] / t['ood_balanced_accuracy'] * 100:.1f}%")
     sp = rows.get("pruned-heads-ffn") or rows.get("pruned-heads-ffn-int8")
     if t and sp and sp.get("encoder_params"):
         ratio = sp["encoder_params_before"] / sp["encoder_params"]

@@ -397,3 +397,31 @@ def test_the_build_panel_tells_each_state(app, tmp_path, monkeypatch):
     (tmp_path / artifacts.PROGRESS).write_text(json.dumps(state))
     assert "its process is gone" in module.build_status_html()     # the lock is free: nobody is building
     assert module.building_names() == []
+
+
+def test_compare_table_lists_the_plan_and_keeps_its_row_count(app, tmp_path, monkeypatch):
+    """While a build runs the Compare tab has a row per planned variant: the served ones with their
+    numbers, the rest as placeholders that say why (building, skipped, not built). The row count does
+    not change as the build goes on (a changed count is not drawn by Gradio 6.17's Dataframe)."""
+    from compression import progress
+
+    module, _ = app
+    monkeypatch.setattr(module, "VARIANTS_DIR", tmp_path)
+    served = [r["variant"] for r in module.FAMILY.rows]
+    names = [n for n in served if n != "teacher"] + ["later", "odd"]
+    p = progress.Progress(tmp_path, names, [1.0] * len(names), teacher_work=1.0)
+    with progress.BuildLock(tmp_path):
+        p.begin("later")
+        p.skip("odd", "needs a BERT-style model")
+        table = module.compare_table()
+        assert len(table) == len(served) + 2
+        waiting = dict(zip(table["variant"], table["delta_vs_teacher"]))
+        assert waiting["⏳ later"] == "building…" and waiting["⏳ odd"] == "skipped: needs a BERT-style model"
+        assert sum(not v.startswith("⏳") for v in table["variant"]) == len(served)   # every served row kept its numbers
+        assert table["accuracy"].notna().sum() == len(served)
+        p.fail("BuildError: out of disk")
+    table = module.compare_table()
+    assert len(table) == len(served) + 2
+    assert dict(zip(table["variant"], table["delta_vs_teacher"]))["⏳ later"].startswith("not built")
+    monkeypatch.setattr(module, "VARIANTS_DIR", tmp_path / "none")   # no build at all: only what is served
+    assert len(module.compare_table()) == len(served)
