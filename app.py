@@ -67,17 +67,22 @@ def start_build() -> str | None:
     if HUB_REPOS or os.environ.get("BCS_BUILD", "1") == "0":
         return None
     VARIANTS_DIR.mkdir(parents=True, exist_ok=True)
-    pid = progress.holder(VARIANTS_DIR)
-    if pid:
+    fd = progress.claim(VARIANTS_DIR)  # taken before the build process exists: two apps cannot both build
+    if fd is None:
+        pid = progress.holder(VARIANTS_DIR)
         return f"Another process ({pid}) is building {VARIANTS_DIR}/: this app serves it and follows its progress."
-    state = (progress.read(VARIANTS_DIR) or {}).get("state")
-    if (VARIANTS_DIR / artifacts.REPORT).is_file() and state in (None, "done"):
-        return None  # a finished build
-    log_path = VARIANTS_DIR / "build.log"
-    with open(log_path, "ab") as log_file:
-        _BUILD = subprocess.Popen([sys.executable, "-m", "compression", "build", "--recipe", str(Path(RECIPE).resolve()),
-                                   "--variants-dir", str(VARIANTS_DIR.resolve())], stdout=log_file, stderr=subprocess.STDOUT,
-                                  cwd=Path(__file__).resolve().parent)
+    try:
+        state = (artifacts.read_json(VARIANTS_DIR / artifacts.PROGRESS) or {}).get("state")
+        if (VARIANTS_DIR / artifacts.REPORT).is_file() and state in (None, "done"):
+            return None  # a finished build
+        log_path = VARIANTS_DIR / "build.log"
+        with open(log_path, "ab") as log_file:  # the build inherits the locked descriptor and keeps the lock
+            _BUILD = subprocess.Popen([sys.executable, "-m", "compression", "build", "--recipe", str(Path(RECIPE).resolve()),
+                                       "--variants-dir", str(VARIANTS_DIR.resolve())], stdout=log_file,
+                                      stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent, pass_fds=(fd,),
+                                      env={**os.environ, progress.LOCK_FD_ENV: str(fd)})
+    finally:
+        os.close(fd)  # the app's copy; the lock lives on in the build process
     atexit.register(_stop_build)
     verb = "Resuming" if state else "Building"
     return (f"{verb} {RECIPE} into {VARIANTS_DIR}/ in the background (process {_BUILD.pid}, log {log_path}); "
@@ -342,7 +347,8 @@ def data_label() -> str:
     ood = f", ood_accuracy = balanced accuracy on {data['ood_name']}" if data.get("ood_name") else ""
     return (f"Predictions per variant (accuracy = {data.get('name') or 'evaluation data'} {data.get('split') or ''}{ood}; "
             f"live_ms = median of the variant's last {serving.LIVE_WINDOW} requests here, each variant timed alone on "
-            "1 thread; build_p50_ms = the build's steady batch-1 p50; latency_ms = this request)")
+            "1 thread between the other variants' runs, so it reads above a server running one model; "
+            "build_p50_ms = the build's steady batch-1 p50 of this model alone; latency_ms = this request)")
 
 
 with gr.Blocks(title="BERT Compression Studio") as demo:

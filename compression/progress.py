@@ -34,16 +34,15 @@ class BuildLock:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+        fd = _inherited(self.path)
+        if fd is None:
+            fd = claim(self.path.parent)
+        if fd is None:
             pid = holder(self.path.parent)
             raise BuildError(f"{self.path.parent}: another build is already running here"
-                             f"{f' (process {pid})' if pid else ''}; wait for it or stop it") from None
+                             f"{f' (process {pid})' if pid else ''}; wait for it or stop it")
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.pwrite(fd, str(os.getpid()).encode(), 0)  # at 0: an inherited descriptor shares the parent's offset
         self.fd = fd
         return self
 
@@ -52,6 +51,41 @@ class BuildLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+def claim(folder: Path) -> int | None:
+    """Take ``folder``'s build lock now: an open descriptor holding it, or None when a build holds it.
+
+    ``python app.py`` claims the lock *before* it starts the build process and hands the descriptor
+    over (:data:`LOCK_FD_ENV`), so two apps started together cannot both see a free folder in the
+    seconds the build process spends importing torch."""
+    path = Path(folder) / artifacts.LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+LOCK_FD_ENV = "BCS_BUILD_LOCK_FD"   # a descriptor of the folder's lock file, already locked by the parent
+
+
+def _inherited(path: Path) -> int | None:
+    """The lock descriptor a parent claimed for this build (same file), or None. Read once."""
+    value = os.environ.pop(LOCK_FD_ENV, None)
+    if not value or not value.isdigit():
+        return None
+    fd = int(value)
+    try:
+        same = os.path.exists(path) and os.fstat(fd).st_ino == os.stat(path).st_ino
+    except OSError:
+        return None
+    return fd if same else None
 
 
 def holder(folder: Path) -> int | None:

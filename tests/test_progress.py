@@ -106,3 +106,43 @@ def test_unknown_variant_fails_before_the_lock_is_taken(tmp_path, tiny_model, ti
         build(Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data)), tmp_path, only=["nope"])
     assert not (tmp_path / artifacts.PROGRESS).exists()
     time.sleep(0)
+
+
+def test_a_claimed_lock_passes_to_the_build_process_without_a_gap(tmp_path):
+    """app.py claims the lock before the build process exists and hands the descriptor over: a
+    second claimer is refused at every moment, the child's BuildLock takes the inherited lock instead
+    of failing on it, and the lock lives exactly as long as the child."""
+    import os
+
+    fd = progress.claim(tmp_path)
+    assert fd is not None
+    assert progress.claim(tmp_path) is None                      # a second app started now follows
+    assert progress.holder(tmp_path) == os.getpid()
+    child_code = ("import sys; from pathlib import Path; from compression.progress import BuildLock\n"
+                  "with BuildLock(Path(sys.argv[1])):\n    print('locked', flush=True); sys.stdin.read()\n")
+    child = subprocess.Popen([sys.executable, "-c", child_code, str(tmp_path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, pass_fds=(fd,),
+                             env={**os.environ, progress.LOCK_FD_ENV: str(fd)})
+    try:
+        assert child.stdout.readline().strip() == "locked"       # took the inherited lock, did not refuse
+        os.close(fd)                                             # the app's copy goes; the lock stays
+        assert progress.holder(tmp_path) == child.pid            # the child's pid, written at offset 0
+        assert progress.claim(tmp_path) is None
+    finally:
+        child.communicate("", timeout=30)
+    fd2 = progress.claim(tmp_path)                               # free once the build process ended
+    assert fd2 is not None
+    os.close(fd2)
+
+
+def test_an_unrelated_inherited_descriptor_is_not_taken_for_the_lock(tmp_path, monkeypatch):
+    """A stale or foreign descriptor number in the environment must not be trusted as the lock."""
+    import os
+
+    other = os.open(tmp_path / "not-the-lock", os.O_RDWR | os.O_CREAT)
+    monkeypatch.setenv(progress.LOCK_FD_ENV, str(other))
+    (tmp_path / "b").mkdir()
+    with progress.BuildLock(tmp_path / "b"):
+        assert progress.holder(tmp_path / "b") == os.getpid()
+        assert progress.claim(tmp_path / "b") is None
+    os.close(other)
