@@ -17,8 +17,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from compression import artifacts
 from compression.data import load_splits
 from compression.machine import cpu_flags, cpu_name
@@ -60,7 +58,7 @@ def main() -> int:
     for r in rows:
         how = " (equal-length batches)" if r["batch_invariant"] else ""
         print(f"| {r['variant']} | {r['served_s']:.1f}{how} | {r['batched32_s']:.1f} | {r['added_s']:+.1f} | {r['predictions_differ']} |")
-    added = float(np.sum([r["added_s"] for r in rows]))
+    added = float(sum(r["added_s"] for r in rows))
     print(f"\nadded per build: {added:+.1f} s over {len(rows)} ONNX variants")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"machine": machine, "threads": args.threads, "rows": rows, "added_s": added}, indent=1))

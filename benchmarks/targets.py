@@ -73,9 +73,10 @@ def check(rows: dict, recommended: str | None, parents: dict[str, str] | None = 
             add("report.json recommends such a variant", recommended in edge, str(recommended))
     static, fp32 = rows.get("int8-static"), rows.get("fp32")
     if static and fp32:
+        worst = (static.get("static_worst_ops") or [{}])[0]
         add("int8-static within 0.5 pt of fp32", fp32["accuracy"] - static["accuracy"] <= STATIC_MAX_LOSS,
             f"{(static['accuracy'] - fp32['accuracy']) * 100:+.2f} pt (worst op: "
-            f"{(static.get('static_worst_ops') or [{}])[0].get('node', '?')} {(static.get('static_worst_ops') or [{}])[0].get('sqnr_db', '?')} dB)")
+            f"{worst.get('node', '?')} {worst.get('sqnr_db', '?')} dB)")
     if t and "ood_balanced_accuracy" in t:
         far = {n: r["ood_balanced_accuracy"] - t["ood_balanced_accuracy"] for n, r in rows.items()
                if n not in ("teacher", "tiny") and "ood_balanced_accuracy" in r

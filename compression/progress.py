@@ -33,16 +33,15 @@ class BuildLock:
         self.fd: int | None = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = _inherited(self.path)
-        if fd is None:
+        if fd is not None:
+            _write_pid(fd)  # the parent's pid is in the file: this process is the builder now
+        else:
             fd = claim(self.path.parent)
         if fd is None:
             pid = holder(self.path.parent)
             raise BuildError(f"{self.path.parent}: another build is already running here"
                              f"{f' (process {pid})' if pid else ''}; wait for it or stop it")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)  # at 0: an inherited descriptor shares the parent's offset
         self.fd = fd
         return self
 
@@ -67,9 +66,14 @@ def claim(folder: Path) -> int | None:
     except OSError:
         os.close(fd)
         return None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _write_pid(fd)
     return fd
+
+
+def _write_pid(fd: int) -> None:
+    """This process's pid as the lock file's whole content (what :func:`holder` reports)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)  # at 0: an inherited descriptor shares the parent's offset
 
 
 LOCK_FD_ENV = "BCS_BUILD_LOCK_FD"   # a descriptor of the folder's lock file, already locked by the parent
