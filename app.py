@@ -105,6 +105,7 @@ if __name__ == "__main__":
         print(line, flush=True)
 
 FAMILY = serving.load_family(None if HUB_REPOS else VARIANTS_DIR, HUB_REPOS or None, int(os.environ.get("BCS_THREADS", 1)))
+serving.start_warm_timer(FAMILY)  # live_ms: each variant timed warm, alone, between requests
 
 
 def status_lines(notes: list[str]) -> str:
@@ -346,9 +347,10 @@ def data_label() -> str:
     data = FAMILY.data or {}
     ood = f", ood_accuracy = balanced accuracy on {data['ood_name']}" if data.get("ood_name") else ""
     return (f"Predictions per variant (accuracy = {data.get('name') or 'evaluation data'} {data.get('split') or ''}{ood}; "
-            f"live_ms = median of the variant's last {serving.LIVE_WINDOW} requests here, each variant timed alone on "
-            "1 thread between the other variants' runs, so it reads above a server running one model; "
-            "build_p50_ms = the build's steady batch-1 p50 of this model alone; latency_ms = this request)")
+            f"live_ms = this server now: median of the variant's last {serving.LIVE_WINDOW} warm samples, each "
+            f"timed alone on 1 thread, {serving.WARM_RUNS} runs back to back on the latest sentence, between requests; "
+            "build_p50_ms = the build's steady batch-1 p50; latency_ms = this request, each variant run once "
+            "between the others, which reads above a server running one model)")
 
 
 with gr.Blocks(title="BERT Compression Studio") as demo:
@@ -364,7 +366,7 @@ with gr.Blocks(title="BERT Compression Studio") as demo:
         table = gr.Dataframe(headers=CLASSIFY_HEADERS, label=data_label(), interactive=False, elem_id="predictions")
         with gr.Row():
             lat_plot = gr.BarPlot(x="variant", y="live_ms", color="shown", y_lim=[0, None], x_label_angle=-40,
-                                  title=f"Model latency, median of the last {serving.LIVE_WINDOW} requests (ms)",
+                                  title="Model latency on this server, each variant timed alone and warm (ms)",
                                   color_map={"variant": "#4c78a8", "highlighted": "#e45756"})
             size_plot = gr.BarPlot(x="variant", y="size_mb", color="shown", title="Size on disk (MB)", y_lim=[0, None],
                                    x_label_angle=-40, color_map={"variant": "#4c78a8", "highlighted": "#e45756"})

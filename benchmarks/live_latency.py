@@ -4,8 +4,13 @@
 
 Starts app.py over a finished build folder (no build), sends ``--requests`` one-sentence requests to
 /classify through gradio_client, one after another (the evaluation sentences the build timed, in
-order), and compares each variant's live median (``live_ms``: the median of its latest requests, each
-variant timed alone on one thread) with its build p50. Prints the table, the pairs whose build p50s
+order), and compares each variant's live median (``live_ms``: the app's warm timer, each variant
+timed alone on one thread between requests, see ``serving.sample_warm``) with its build p50; beside it
+the median of each request's own run (``latency_ms``, each variant run once between the others).
+After the app stops, each variant's p50 is measured again the way the build measures it
+(``metrics.latency``: the same sentences, warm-up and runs, one variant at a time in this process), so
+the live figures can also be read against a reference taken in the same run: a build's p50s were taken
+minutes or days earlier, and on a shared VM the same file's p50 moves by up to 40% between moments. Prints the table, the pairs whose build p50s
 differ by more than 20% and whether they keep their order live, and the server time per request;
 writes JSON with the CPU named.
 """
@@ -15,6 +20,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -55,20 +61,29 @@ def main() -> int:
         from gradio_client import Client
 
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        rows, wall = None, []
+        rows, wall, own = None, [], {}
         for i in range(args.requests):
             t0 = time.perf_counter()
             table = client.predict(texts[i % len(texts)], None, api_name="/classify")[0]
             wall.append((time.perf_counter() - t0) * 1e3)
             rows = [dict(zip(table["headers"], r)) for r in table["data"]]
+            for r in rows:
+                own.setdefault(r["variant"], []).append(r["latency_ms"])
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    from compression import serving
+    from compression.metrics import latency
+
+    family = serving.load_family(folder)  # the build's measurement again, now, same sentences and settings
+    now = {name: latency(v.runner, texts, recipe.evaluation)["latency_p50_ms"] for name, v in family.variants.items()}
     out = []
     for r in rows:
         ratio = r["live_ms"] / r["build_p50_ms"]
         out.append({"variant": r["variant"], "build_p50_ms": r["build_p50_ms"], "live_median_ms": r["live_ms"],
-                    "ratio": ratio, "within_25pct": abs(ratio - 1) <= WITHIN})
+                    "ratio": ratio, "within_25pct": abs(ratio - 1) <= WITHIN,
+                    "request_median_ms": statistics.median(own[r["variant"]]), "p50_now_ms": now[r["variant"]],
+                    "ratio_now": r["live_ms"] / now[r["variant"]]})
     pairs = []
     for a in out:
         for b in out:
@@ -77,10 +92,12 @@ def main() -> int:
     model_ms = sum(r["latency_ms"] for r in rows)
     machine = {"cpu": cpu_name(), "flags": cpu_flags()}
     print(f"CPU: {machine['cpu']} ({', '.join(machine['flags'])}); {args.requests} requests, one at a time\n")
-    print("| variant | build p50 ms | live median ms | live / build | within 25% |\n|---|---|---|---|---|")
+    print("| variant | build p50 ms | live median ms | live / build | within 25% | request's own run, median ms (/ build) "
+          "| p50 re-measured after, ms | live / re-measured |\n|---|---|---|---|---|---|---|---|")
     for r in out:
         print(f"| {r['variant']} | {r['build_p50_ms']:.2f} | {r['live_median_ms']:.2f} | {r['ratio']:.2f} | "
-              f"{'yes' if r['within_25pct'] else 'NO'} |")
+              f"{'yes' if r['within_25pct'] else 'NO'} | {r['request_median_ms']:.2f} ({r['request_median_ms'] / r['build_p50_ms']:.2f}) "
+              f"| {r['p50_now_ms']:.2f} | {r['ratio_now']:.2f} |")
     kept = sum(p["same_order_live"] for p in pairs)
     print(f"\npairs whose build p50s differ by > 20%: {len(pairs)}; same order live: {kept}")
     for p in pairs:

@@ -9,15 +9,18 @@ the reason; PyTorch reference rows are listed as references, not as failures. Wh
 build runs, :func:`refresh` adds each variant as its folder is finished.
 
 Live latency: each request runs the variants one after another on one thread each, so
-every variant is timed alone, and the number shown is the median of that variant's
-latest requests (``LIVE_WINDOW``), which ranks variants as the build's p50 does instead of
-by the contention of one moment.
+every variant is timed alone (``latency_ms``: this request's run). A variant's first run among
+the others' pays 9-57% over the same model run back to back (BENCHMARKS.md, interleave.py), so the
+number the page ranks by, ``live_ms``, comes from the warm timer: after each answer, while no
+request runs, it times every variant alone on the latest sentences, one untimed run then
+``WARM_RUNS`` timed ones back to back, and shows the median of its latest ``LIVE_WINDOW`` timed runs. It runs outside the request path and yields to any request between two forward passes.
 """
 from __future__ import annotations
 
 import logging
 import statistics
 import threading
+import time
 import unicodedata
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -37,8 +40,10 @@ log = logging.getLogger(__name__)
 MAX_CHARS = 2000        # longer input is cut (the tokenizer keeps 128 tokens anyway)
 MAX_BATCH_ROWS = 500    # batch tab cap: beyond this the demo would hog a shared CPU
 REFERENCE = "fp32"      # the fp32 teacher exported to ONNX: identical predictions to PyTorch
-LIVE_WINDOW = 20        # the live latency is the median of a variant's latest requests
-WARM_REPEATS = 3        # until a variant has this many timings, a request times it this often
+LIVE_WINDOW = 20        # the live latency is the median of a variant's latest warm timed passes
+WARM_RUNS = 2           # warm timer: timed runs per variant per sample, after one untimed run (the first
+                        # repeat already recovers most of what interleaving costs: BENCHMARKS.md, interleave.py)
+WARM_IDLE_S = 0.01      # warm timer: wait this long after an answer, then sample while no request runs
 
 
 @dataclass
@@ -49,10 +54,46 @@ class Variant:
     metrics: dict
     hub_repo: str | None = None
     stamp: float = 0.0  # metrics.json's mtime when loaded: a rebuilt folder is reloaded
-    times: deque = field(default_factory=lambda: deque(maxlen=LIVE_WINDOW))
+    times: deque = field(default_factory=lambda: deque(maxlen=LIVE_WINDOW))  # requests' own runs
+    warm: deque = field(default_factory=lambda: deque(maxlen=LIVE_WINDOW))   # warm timer's timed passes
 
     def live_ms(self) -> float | None:
-        return statistics.median(self.times) if self.times else None
+        """Median of the latest warm passes; before the first, of the requests' own runs."""
+        samples = self.warm or self.times
+        return statistics.median(samples) if samples else None
+
+
+class Gate:
+    """Requests first: the warm timer runs one forward pass at a time, and only while no request
+    runs; a request waits at most for the one pass in flight."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.active = 0         # requests running or waiting for the pass in flight
+        self.sampling = False   # a warm-timer pass is running
+
+    def __enter__(self):
+        with self.cond:
+            self.active += 1  # counted before waiting: the timer's next try_sample sees it and stops
+            while self.sampling:
+                self.cond.wait()
+
+    def __exit__(self, *exc):
+        with self.cond:
+            self.active -= 1
+            self.cond.notify_all()
+
+    def try_sample(self) -> bool:
+        with self.cond:
+            if self.active:
+                return False
+            self.sampling = True
+            return True
+
+    def sampled(self) -> None:
+        with self.cond:
+            self.sampling = False
+            self.cond.notify_all()
 
 
 @dataclass
@@ -72,6 +113,11 @@ class VariantFamily:
     threads: int = 1
     pool: ThreadPoolExecutor | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    gate: Gate = field(default_factory=Gate)
+    answered: threading.Event = field(default_factory=threading.Event)  # set after each answer: the warm timer's cue
+    recent: deque = field(default_factory=lambda: deque(maxlen=WARM_RUNS + 1))  # latest requests' encodings, per tokenizer
+    sweep_inputs: list = field(default_factory=list)  # the warm timer's sentences until its sweep is complete
+    sweep_todo: list = field(default_factory=list)    # variants the current warm sweep has still to time
 
     @property
     def reference(self) -> str | None:
@@ -233,7 +279,7 @@ def predict(family: VariantFamily, text: str) -> tuple[list[dict], list[str]]:
 
     The variants run one after another, each on its own single-thread session, so each is timed
     alone: ``latency_ms`` is this request's model time, ``live_ms`` the median of the variant's
-    latest ``LIVE_WINDOW`` requests, ``build_p50_ms`` the build's steady measurement."""
+    latest warm samples (:func:`sample_warm`), ``build_p50_ms`` the build's steady measurement."""
     text, notes = clean_text(text)
     if not text:
         return [], ["Please type a sentence to classify (the input was empty)."]
@@ -247,30 +293,83 @@ def predict(family: VariantFamily, text: str) -> tuple[list[dict], list[str]]:
             encoded[v.runner.encode_key] = v.runner.encode([text])
 
     rows = []
-    for v in variants:
-        enc = encoded[v.runner.encode_key]
-        logits, ms = timed_forward(v.runner, enc)
-        v.times.append(ms)
-        for _ in range(WARM_REPEATS - len(v.times)):  # a fresh server: a few repeats, not one cold number
-            v.times.append(timed_forward(v.runner, enc)[1])
-        label, conf = _label(v, logits)
-        m = v.metrics
-        live = v.live_ms()
-        rows.append({
-            "variant": v.name,
-            "label": label,
-            "confidence": round(conf, 4),
-            "latency_ms": round(ms, 3),
-            "live_ms": round(live, 3) if live is not None else None,
-            "build_p50_ms": round(m["latency_p50_ms"], 3) if "latency_p50_ms" in m else None,
-            "size_mb": round(v.size_mb, 2),
-            "accuracy": round(m["accuracy"], 4) if "accuracy" in m else None,
-            "ood_accuracy": round(m["ood_balanced_accuracy"], 4) if "ood_balanced_accuracy" in m else None,
-        })
+    with family.gate:
+        for v in variants:
+            logits, ms = timed_forward(v.runner, encoded[v.runner.encode_key])
+            v.times.append(ms)
+            label, conf = _label(v, logits)
+            m = v.metrics
+            live = v.live_ms()
+            rows.append({
+                "variant": v.name,
+                "label": label,
+                "confidence": round(conf, 4),
+                "latency_ms": round(ms, 3),
+                "live_ms": round(live, 3) if live is not None else None,
+                "build_p50_ms": round(m["latency_p50_ms"], 3) if "latency_p50_ms" in m else None,
+                "size_mb": round(v.size_mb, 2),
+                "accuracy": round(m["accuracy"], 4) if "accuracy" in m else None,
+                "ood_accuracy": round(m["ood_balanced_accuracy"], 4) if "ood_balanced_accuracy" in m else None,
+            })
+    family.recent.append(encoded)
+    family.answered.set()
     ref = next((r["label"] for r in rows if r["variant"] == family.reference), None)
     for r in rows:
         r["agrees"] = "✓" if r["label"] == ref else "✗ differs"
     return rows, notes
+
+
+def sample_warm(family: VariantFamily) -> list[str]:
+    """Time each variant warm, alone on one thread: one untimed forward pass, then ``WARM_RUNS``
+    timed ones back to back, each joining ``Variant.warm``. Returns the variants sampled.
+
+    The passes run over the latest requests' sentences (the oldest of the last ``WARM_RUNS + 1``
+    warms up, the newer ones are timed), so like the build's p50 the figure cycles through
+    different sentences. A sweep keeps its sentences until every variant has been timed on them.
+    Requests come first: before every pass it checks the gate and stops when a request runs; the
+    next call restarts the interrupted variant, warm-up included, on the same sentences. (Moving on
+    to newer sentences instead would time long sentences, whose sweeps are interrupted more often,
+    less often, and live_ms would read low.)"""
+    if not family.sweep_todo:
+        if not family.recent:
+            return []
+        family.sweep_inputs, family.sweep_todo = list(family.recent)[-(WARM_RUNS + 1):], list(family.variants)
+    inputs = family.sweep_inputs
+    done: list[str] = []
+    while family.sweep_todo:
+        v = family.variants.get(family.sweep_todo[0])
+        if v is not None and all(v.runner.encode_key in enc for enc in inputs):  # else: gone, or a newer tokenizer
+            for i in range(WARM_RUNS + 1):
+                if not family.gate.try_sample():
+                    return done
+                try:
+                    ms = timed_forward(v.runner, inputs[i % len(inputs)][v.runner.encode_key])[1]
+                    if i:  # still inside the gate: no request reads the window while it changes
+                        v.warm.append(ms)
+                finally:
+                    family.gate.sampled()
+            done.append(v.name)
+        family.sweep_todo.pop(0)
+    return done
+
+
+def start_warm_timer(family: VariantFamily) -> threading.Thread:
+    """The app's warm timer: a daemon thread that runs :func:`sample_warm` after every answer
+    (``family.answered``). Until a variant's first warm sample, live_ms is its requests' own runs."""
+
+    def loop():
+        while True:
+            family.answered.wait()
+            family.answered.clear()
+            time.sleep(WARM_IDLE_S)  # let the answer leave before the timer takes a core
+            try:
+                sample_warm(family)
+            except Exception:  # a variant reloaded mid-sample, say: log it, keep the timer alive
+                log.exception("warm timer")
+
+    thread = threading.Thread(target=loop, daemon=True, name="warm-timer")
+    thread.start()
+    return thread
 
 
 def parse_batch(text: str | None, file_path: str | None) -> tuple[list[str], list[int] | None, list[str]]:
@@ -306,7 +405,9 @@ def run_batch(family: VariantFamily, texts: list[str], labels: list[int] | None,
         return v, predictions(v.runner.served_logits(texts), is_multi_label(v.runner.config)), per_s
 
     preds, rows = {}, []
-    for v, pred, per_s in family.map(run, variants):
+    with family.gate:  # the warm timer stays off the cores while a batch runs
+        results = family.map(run, variants)
+    for v, pred, per_s in results:
         preds[v.name] = pred
         row = {"variant": v.name, "sentences": len(texts), "batch32_throughput_per_s": round(per_s, 1)}
         if labels is not None:

@@ -40,21 +40,98 @@ def test_each_variant_is_timed_alone_one_after_another(built, tmp_path):
     for (a, _, end, _), (b, start, _, _) in zip(spans, spans[1:]):
         assert end <= start, f"{a} and {b} ran at the same time"   # never two models at once
     assert len({s[3] for s in spans}) == 1                          # one after another, on the request's thread
-    # a fresh server times each variant a few times; later requests once each
-    assert {n: sum(s[0] == n for s in spans) for n in family.names} == {n: serving.WARM_REPEATS for n in family.names}
+    assert {n: sum(s[0] == n for s in spans) for n in family.names} == {n: 1 for n in family.names}  # one run answers
     for v in family.variants.values():
         assert v.runner.threads == 1
 
 
-def test_live_latency_is_the_median_of_the_latest_requests(built, tmp_path):
+def _record(family, spans):
+    """Wrap every runner's forward to record (variant, start, end, thread name)."""
+    lock = threading.Lock()
+    for name, v in family.variants.items():
+        def forward(enc, _orig=v.runner.forward, _name=name):
+            start = time.perf_counter()
+            result = _orig(enc)
+            with lock:
+                spans.append((_name, start, time.perf_counter(), threading.current_thread().name))
+            return result
+        v.runner.forward = forward
+
+
+def test_live_latency_is_the_median_of_the_latest_warm_samples(built, tmp_path):
     _, out, _ = built
-    family = serving.load_family(_copy(out, tmp_path / "v", ["teacher", "fp32"]))
+    family = serving.load_family(_copy(out, tmp_path / "v", ["teacher", "fp32", "int8-dynamic"]))
     v = family.variants["fp32"]
-    for _ in range(serving.LIVE_WINDOW + 5):
-        rows, _ = serving.predict(family, "a dull plot")
-    assert len(v.times) == serving.LIVE_WINDOW                       # a rolling window, not every request ever
-    assert rows[0]["live_ms"] == round(statistics.median(v.times), 3)
-    assert rows[0]["latency_ms"] == round(v.times[-1], 3)            # this request's own time is the newest sample
+    rows, _ = serving.predict(family, "a dull plot")
+    assert rows[0]["live_ms"] == rows[0]["latency_ms"] == round(v.times[-1], 3)  # no warm sample yet: the request's run
+    spans, seen = [], []
+    _record(family, spans)
+    inner = v.runner.forward
+    v.runner.forward = lambda enc: seen.append(int(enc["input_ids"].shape[1])) or inner(enc)
+    for text in ["a dull plot , really", "a charming , funny and warm film about two brothers"]:
+        serving.predict(family, text)
+    for _ in range(serving.LIVE_WINDOW):
+        assert serving.sample_warm(family) == family.names
+    # each sample: one untimed pass, then WARM_RUNS timed ones, back to back, one variant at a time
+    per = serving.WARM_RUNS + 1
+    names = [s[0] for s in spans][2 * len(family.names):]           # after the two requests
+    assert names[:2 * per] == ["fp32"] * per + ["int8-dynamic"] * per
+    lengths = seen[2:2 + per]                                       # the first sweep's passes of fp32
+    assert lengths[1:] == seen[:2] and len(set(lengths)) == 3      # warm-up on the oldest, timed on the two newer ones
+    assert len(v.warm) == serving.LIVE_WINDOW                       # a rolling window, not every sample ever
+    rows, _ = serving.predict(family, "a dull plot")
+    assert rows[0]["live_ms"] == round(statistics.median(v.warm), 3)
+    assert rows[0]["latency_ms"] == round(v.times[-1], 3)            # this request's own run, shown beside it
+
+
+def test_warm_timer_yields_to_requests_and_finishes_its_sentence(built, tmp_path):
+    _, out, _ = built
+    family = serving.load_family(_copy(out, tmp_path / "v", ["teacher", "fp32", "fp16", "int8-dynamic"]))
+    serving.predict(family, "a charming film")
+    with family.gate:                                                # a request is running
+        assert serving.sample_warm(family) == []
+    assert all(not v.warm for v in family.variants.values())
+    calls = []
+    fp16 = family.variants["fp16"].runner
+    original = fp16.forward
+
+    def request_arrives(enc):                                        # a request comes in during fp16's first pass
+        calls.append("fp16")
+        if len(calls) == 1:
+            family.gate.active += 1
+        return original(enc)
+
+    fp16.forward = request_arrives
+    assert serving.sample_warm(family) == ["fp32"]                   # stopped before fp16's next pass
+    family.gate.active -= 1
+    swept = family.sweep_inputs
+    serving.predict(family, "a much longer sentence about a film that went on for far too long , sadly")
+    assert serving.sample_warm(family) == ["fp16", "int8-dynamic"]   # fp16 again from its warm-up, then the rest
+    assert len(calls) == 1 + 1 + serving.WARM_RUNS + 1                 # interrupted pass, the request, a whole sample
+    assert family.sweep_inputs is swept                              # on the sentences the sweep began with
+    assert serving.sample_warm(family) == family.names               # a new sweep on the latest sentence
+    assert family.sweep_inputs is not swept and family.sweep_inputs == list(family.recent)  # the latest two sentences now
+    assert [len(family.variants[n].warm) for n in ("fp32", "fp16", "int8-dynamic")] == [2 * serving.WARM_RUNS] * 3
+
+
+def test_warm_timer_never_runs_beside_a_request(built, tmp_path):
+    _, out, _ = built
+    family = serving.load_family(_copy(out, tmp_path / "v", ["teacher", "fp32", "fp16", "int8-dynamic", "w4"]))
+    spans = []
+    _record(family, spans)
+    serving.start_warm_timer(family)
+    for text in ["a charming film", "a dull plot", "not bad at all"] * 4:
+        serving.predict(family, text)
+        time.sleep(0.02)                                             # the timer starts, the next request interrupts it
+    deadline = time.time() + 10
+    while any(not v.warm for v in family.variants.values()) and time.time() < deadline:
+        time.sleep(0.05)
+    timer = [s for s in spans if s[3] == "warm-timer"]
+    asked = [s for s in spans if s[3] != "warm-timer"]
+    assert timer and all(v.warm for v in family.variants.values())
+    for _, a0, a1, _ in asked:
+        for name, t0, t1, _ in timer:
+            assert t1 <= a0 or t0 >= a1, f"the warm timer ran {name} during a request"
 
 
 def test_refresh_adds_variants_as_their_folders_finish(built, tmp_path):
@@ -120,3 +197,27 @@ def test_family_rows_name_the_data_they_were_measured_on(built, tmp_path):
     shutil.copy(out / artifacts.RECIPE, folder / artifacts.RECIPE)
     family = serving.load_family(folder)
     assert family.data["name"] == "synthetic reviews" and family.data["ood_name"] == "ood.tsv"
+
+
+def test_a_request_waits_for_one_warm_pass_at_most(built, tmp_path):
+    _, out, _ = built
+    family = serving.load_family(_copy(out, tmp_path / "v", ["teacher", "fp32", "fp16", "int8-dynamic"]))
+    serving.predict(family, "a charming film")
+    starts = []
+    for v in family.variants.values():
+        def slow(enc, _orig=v.runner.forward):
+            starts.append(time.perf_counter())
+            time.sleep(0.03)                                         # a pass long enough to arrive during it
+            return _orig(enc)
+        v.runner.forward = slow
+    timer = threading.Thread(target=serving.sample_warm, args=(family,))
+    timer.start()
+    while not starts:
+        time.sleep(0.001)
+    arrived = time.perf_counter()                                   # a request arrives while a pass runs
+    with family.gate:
+        entered = time.perf_counter()
+    timer.join()
+    assert [t for t in starts if t > arrived] == []                 # the timer started no pass after it arrived
+    assert entered - arrived < 0.03 + 0.02                          # it waited for the pass in flight only
+    assert len(starts) < len(family.names) * (serving.WARM_RUNS + 1)  # the sweep stopped for it
