@@ -8,6 +8,7 @@ text with the recommended variant highlighted, and saves docs/app.png and docs/c
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -26,6 +27,9 @@ def main() -> int:
     ap.add_argument("--text", default="not bad at all")
     ap.add_argument("--variant", default=None, help="variant to highlight (default: the recommended one)")
     args = ap.parse_args()
+    if args.variant is None:  # the recommended one, as report.json names it
+        report = Path(args.variants_dir) / "report.json"
+        args.variant = json.loads(report.read_text()).get("recommended") if report.is_file() else None
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
