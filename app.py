@@ -105,7 +105,7 @@ if __name__ == "__main__":
         print(line, flush=True)
 
 FAMILY = serving.load_family(None if HUB_REPOS else VARIANTS_DIR, HUB_REPOS or None, int(os.environ.get("BCS_THREADS", 1)))
-serving.start_warm_timer(FAMILY)  # live_ms: each variant timed warm, alone, between requests
+serving.start_warm_timer(FAMILY, EXAMPLES[:3])  # live_ms: each variant timed warm, alone, between requests
 
 
 def status_lines(notes: list[str]) -> str:
@@ -347,8 +347,8 @@ def data_label() -> str:
     data = FAMILY.data or {}
     ood = f", ood_accuracy = balanced accuracy on {data['ood_name']}" if data.get("ood_name") else ""
     return (f"Predictions per variant (accuracy = {data.get('name') or 'evaluation data'} {data.get('split') or ''}{ood}; "
-            f"live_ms = this server now: median of the variant's last {serving.LIVE_WINDOW} warm samples, each "
-            f"timed alone on 1 thread, {serving.WARM_RUNS} runs back to back on the latest sentence, between requests; "
+            f"live_ms = this server now: median of the variant's last {serving.LIVE_WINDOW} warm timed runs, each "
+            f"timed alone on 1 thread, {serving.WARM_RUNS} runs back to back on the latest sentences, between requests; "
             "build_p50_ms = the build's steady batch-1 p50; latency_ms = this request, each variant run once "
             "between the others, which reads above a server running one model)")
 

@@ -52,6 +52,11 @@ def main() -> int:
             page.wait_for_function(f"() => document.querySelector('textarea')?.value === {args.text!r}", timeout=60000)
             page.get_by_role("button", name="Classify").click()
             page.wait_for_selector('#predictions [data-testid^="cell-"]', timeout=60000)
+            # the warm timer's start-up sweep ran while Chromium started on the same 2 cores: ask a few
+            # more times with the browser idle, so live_ms's window holds mostly runs taken after that
+            for _ in range(6):
+                page.wait_for_timeout(2000)
+                page.get_by_role("button", name="Classify").click()
             page.wait_for_timeout(4000)  # let the bar charts draw
             page.screenshot(path=str(REPO / "docs" / "app.png"), full_page=True)
             page.get_by_role("tab", name="Compare").click()

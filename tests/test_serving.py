@@ -221,3 +221,17 @@ def test_a_request_waits_for_one_warm_pass_at_most(built, tmp_path):
     assert [t for t in starts if t > arrived] == []                 # the timer started no pass after it arrived
     assert entered - arrived < 0.03 + 0.02                          # it waited for the pass in flight only
     assert len(starts) < len(family.names) * (serving.WARM_RUNS + 1)  # the sweep stopped for it
+
+
+def test_the_warm_timer_starts_warm_before_the_first_request(built, tmp_path):
+    _, out, _ = built
+    family = serving.load_family(_copy(out, tmp_path / "v", ["teacher", "fp32", "fp16", "int8-dynamic"]))
+    serving.start_warm_timer(family, ["not bad at all", "a gripping , beautifully acted film .", "a dull plot"])
+    deadline = time.time() + 10
+    while any(len(v.warm) < serving.WARM_RUNS for v in family.variants.values()) and time.time() < deadline:
+        time.sleep(0.02)
+    rows, _ = serving.predict(family, "a charming film")            # the first request ever
+    for r in rows:
+        v = family.variants[r["variant"]]
+        assert len(v.times) == 1                                      # (the timer may add passes after the answer)
+        assert r["live_ms"] == round(statistics.median(list(v.warm)[:serving.WARM_RUNS]), 3)  # warm, not this first run
