@@ -13,7 +13,8 @@ every variant is timed alone (``latency_ms``: this request's run). A variant's f
 the others' pays 9-57% over the same model run back to back (BENCHMARKS.md, interleave.py), so the
 number the page ranks by, ``live_ms``, comes from the warm timer: after each answer, while no
 request runs, it times every variant alone on the latest sentences, one untimed run then
-``WARM_RUNS`` timed ones back to back, and shows the median of its latest ``LIVE_WINDOW`` timed runs. It runs outside the request path and yields to any request between two forward passes.
+``WARM_RUNS`` timed ones back to back, and shows the median of its latest ``LIVE_WINDOW`` timed
+runs. It runs outside the request path and yields to any request between two forward passes.
 """
 from __future__ import annotations
 
@@ -274,6 +275,15 @@ def _label(v: Variant, logits: np.ndarray) -> tuple[str, float]:
     return names.get(k, str(k)), float(probs[k])
 
 
+def _encode(variants: list[Variant], text: str) -> dict:
+    """``text`` encoded once per distinct tokenizer (``encode_key``), not once per variant."""
+    encoded: dict = {}
+    for v in variants:
+        if v.runner.encode_key not in encoded:
+            encoded[v.runner.encode_key] = v.runner.encode([text])
+    return encoded
+
+
 def predict(family: VariantFamily, text: str) -> tuple[list[dict], list[str]]:
     """Classify one text with every variant: (rows, notes). Empty text -> no rows, a note.
 
@@ -287,11 +297,7 @@ def predict(family: VariantFamily, text: str) -> tuple[list[dict], list[str]]:
     if not variants:
         return [], ["No variant is ready to answer yet."]
 
-    encoded: dict = {}  # one tokenization per distinct tokenizer, not per variant
-    for v in variants:
-        if v.runner.encode_key not in encoded:
-            encoded[v.runner.encode_key] = v.runner.encode([text])
-
+    encoded = _encode(variants, text)
     rows = []
     with family.gate:
         for v in variants:
@@ -333,7 +339,7 @@ def sample_warm(family: VariantFamily) -> list[str]:
     if not family.sweep_todo:
         if not family.recent:
             return []
-        family.sweep_inputs, family.sweep_todo = list(family.recent)[-(WARM_RUNS + 1):], list(family.variants)
+        family.sweep_inputs, family.sweep_todo = list(family.recent), list(family.variants)
     inputs = family.sweep_inputs
     done: list[str] = []
     while family.sweep_todo:
@@ -356,16 +362,12 @@ def sample_warm(family: VariantFamily) -> list[str]:
 def start_warm_timer(family: VariantFamily, texts: list[str] | None = None) -> threading.Thread:
     """The app's warm timer: a daemon thread that runs :func:`sample_warm` after every answer
     (``family.answered``), and once at start over ``texts`` so that the first visitor's answer ranks
-    warm sessions, not each session's first run ever (up to 4x the p50 on a 25-variant page); real
+    warm sessions, not each session's first run ever (up to 5.7x the p50 on a 25-variant page); real
     requests' passes push those out of the window. A variant with no warm sample yet shows its
     requests' own runs."""
     if texts:
-        for text in texts[-(WARM_RUNS + 1):]:
-            encoded: dict = {}
-            for v in family.variants.values():
-                if v.runner.encode_key not in encoded:
-                    encoded[v.runner.encode_key] = v.runner.encode([text])
-            family.recent.append(encoded)
+        for text in texts[-(WARM_RUNS + 1):]:  # what ``recent`` holds; older texts would be dropped unused
+            family.recent.append(_encode(list(family.variants.values()), text))
         family.answered.set()
 
     def loop():
