@@ -12,17 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from compression import artifacts, progress
-from compression.machine import cpu_flags, cpu_name
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from appserver import REPO, free_port, wait_http  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from compression import artifacts, progress  # noqa: E402
+from compression.machine import cpu_flags, cpu_name  # noqa: E402
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -61,23 +60,15 @@ def main() -> int:
     folder = Path(args.variants_dir).resolve()
     if folder.exists():
         raise SystemExit(f"{folder} exists; a first run starts from nothing")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "BCS_VARIANTS_DIR": str(folder), "PORT": str(port)}
     t0 = time.perf_counter()
     log = open(Path(args.json).with_suffix(".app.log"), "w") if Path(args.json).parent.is_dir() else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    page_s = done_s = cpu_s = None
+    done_s = cpu_s = None
     try:
-        while page_s is None:
-            if proc.poll() is not None:
-                raise SystemExit(f"app.py exited with {proc.returncode}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-                page_s = time.perf_counter() - t0
-            except OSError:
-                time.sleep(0.2)
+        wait_http(f"http://127.0.0.1:{port}/", proc, timeout_s=600, poll_s=0.2)
+        page_s = time.perf_counter() - t0  # from before the process started
         print(f"page answering after {page_s:.1f} s", flush=True)
         build_pid, shot = None, args.screenshot
         while time.perf_counter() - t0 < args.timeout_min * 60:

@@ -16,16 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
-from compression import artifacts
-from compression.data import load_splits
-from compression.machine import cpu_flags, cpu_name
-from compression.recipe import load_recipe
-from compression.runtime import timed_forward
-from compression.serving import load_family
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from appserver import latency_texts  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from compression.machine import cpu_flags, cpu_name  # noqa: E402
+from compression.runtime import timed_forward  # noqa: E402
+from compression.serving import load_family  # noqa: E402
 
 
 def interleaved(variants, encoded: dict, sentences: int, repeats: int) -> dict[str, list[float]]:
@@ -47,8 +46,7 @@ def main() -> int:
     ap.add_argument("--json", default="bench-out/interleave.json")
     args = ap.parse_args()
     folder = Path(args.variants_dir).resolve()
-    recipe = load_recipe(folder / artifacts.RECIPE)
-    texts = load_splits(recipe.dataset, REPO / "recipes")["eval"].texts[: recipe.evaluation.latency_sentences]
+    texts, _ = latency_texts(folder)
     family = load_family(folder)
     variants = list(family.variants.values())
     encoded = {v.name: [v.runner.encode([t]) for t in texts] for v in variants}

@@ -18,21 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from compression import artifacts
-from compression.data import load_splits
-from compression.machine import cpu_flags, cpu_name
-from compression.recipe import load_recipe
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from appserver import app_over, latency_texts  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from compression.machine import cpu_flags, cpu_name  # noqa: E402
+
 WITHIN, ORDER_GAP = 0.25, 0.20
 
 
@@ -43,24 +38,11 @@ def main() -> int:
     ap.add_argument("--json", default="bench-out/live_latency.json")
     args = ap.parse_args()
     folder = Path(args.variants_dir).resolve()
-    recipe = load_recipe(folder / artifacts.RECIPE)
-    texts = load_splits(recipe.dataset, REPO / "recipes")["eval"].texts[: recipe.evaluation.latency_sentences]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "BCS_VARIANTS_DIR": str(folder), "PORT": str(port), "BCS_BUILD": "0"}
-    log = open(Path(args.json).with_suffix(".app.log"), "w")
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.3)
+    texts, recipe = latency_texts(folder)
+    with open(Path(args.json).with_suffix(".app.log"), "w") as log, app_over(folder, log) as url:
         from gradio_client import Client
 
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client = Client(url, verbose=False)
         rows, wall, own = None, [], {}
         for i in range(args.requests):
             t0 = time.perf_counter()
@@ -69,9 +51,6 @@ def main() -> int:
             rows = [dict(zip(table["headers"], r)) for r in table["data"]]
             for r in rows:
                 own.setdefault(r["variant"], []).append(r["latency_ms"])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     from compression import serving
     from compression.metrics import latency
 

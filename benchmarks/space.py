@@ -24,22 +24,17 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from appserver import REPO, free_port  # noqa: E402
 TOKEN, NS = "hf_benchmark_token", "bench"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(values, q):
@@ -114,7 +109,7 @@ def main() -> int:
     args = ap.parse_args()
 
     work_root = Path(tempfile.mkdtemp(prefix="bcs-space-bench-"))
-    port = _free_port()
+    port = free_port()
     # the Hub client reads its endpoint at import: set it before anything imports huggingface_hub
     os.environ.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HUB_DISABLE_XET="1", HF_HUB_CACHE=str(work_root / "cache"),
                       HF_HUB_DISABLE_TELEMETRY="1")
@@ -148,7 +143,7 @@ def main() -> int:
     space = publish_space(NS, list(result["repos"].values()), name="bench-space", token=TOKEN)
     folder = Path(snapshot_download(space, repo_type="space", local_dir=work_root / "space"))
 
-    app_port = _free_port()
+    app_port = free_port()
     t0 = time.perf_counter()
     proc = hub_server.start_space(folder, work_root, app_port)
     try:

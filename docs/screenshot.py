@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from appserver import app_over  # noqa: E402
 
 
 def main() -> int:
@@ -30,25 +27,14 @@ def main() -> int:
     if args.variant is None:  # the recommended one, as report.json names it
         report = Path(args.variants_dir) / "report.json"
         args.variant = json.loads(report.read_text()).get("recommended") if report.is_file() else None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "BCS_VARIANTS_DIR": str(Path(args.variants_dir).resolve()), "PORT": str(port), "BCS_BUILD": "0"}
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env)
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+    with app_over(Path(args.variants_dir)) as url:
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             query = {"text": args.text, **({"variant": args.variant} if args.variant else {})}
-            page.goto(f"http://127.0.0.1:{port}/?{urllib.parse.urlencode(query)}")
+            page.goto(f"{url}?{urllib.parse.urlencode(query)}")
             page.wait_for_function(f"() => document.querySelector('textarea')?.value === {args.text!r}", timeout=60000)
             page.get_by_role("button", name="Classify").click()
             page.wait_for_selector('#predictions [data-testid^="cell-"]', timeout=60000)
@@ -64,9 +50,6 @@ def main() -> int:
             page.wait_for_timeout(3000)
             page.screenshot(path=str(REPO / "docs" / "compare.png"), full_page=True)
             browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     print(REPO / "docs" / "app.png", REPO / "docs" / "compare.png")
     return 0
 

@@ -1,0 +1,61 @@
+"""What the benchmark and screenshot scripts share: a free port, app.py started over a build folder,
+and the sentences a build times its latency on. One copy here instead of one per script."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 180, poll_s: float = 0.3) -> float:
+    """Seconds until ``url`` answers; raises if ``proc`` exits first or nothing answers in ``timeout_s``."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"app.py exited with {proc.returncode} before {url} answered")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return time.perf_counter() - t0
+        except OSError:
+            time.sleep(poll_s)
+    raise SystemExit(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def app_over(folder: Path, log=None, build: bool = False):
+    """Start ``python app.py`` over ``folder`` on a free port (no build unless ``build``); yield its URL."""
+    port = free_port()
+    env = {**os.environ, "BCS_VARIANTS_DIR": str(Path(folder).resolve()), "PORT": str(port), "BCS_BUILD": "1" if build else "0"}
+    out = dict(stdout=log, stderr=subprocess.STDOUT) if log is not None else {}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, **out)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_http(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def latency_texts(folder: Path) -> tuple[list[str], object]:
+    """The evaluation sentences a build's p50 cycles through, and the build's recipe."""
+    from compression import artifacts
+    from compression.data import load_splits
+    from compression.recipe import load_recipe
+
+    recipe = load_recipe(Path(folder) / artifacts.RECIPE)
+    return load_splits(recipe.dataset, REPO / "recipes")["eval"].texts[: recipe.evaluation.latency_sentences], recipe
