@@ -18,7 +18,9 @@ step), dropout (-1 = the model's own), precision, heads, ffn, imp (Taylor import
 speed (1: also export the student, fuse + int8 it, and time it at batch 1 on one thread against the
 teacher's plain int8 graph, Optimum's route, on 50 dev sentences; speed needs no labels), transfer
 (KD sentences: pool = the whole training pool, as the first sweeps ran; train = the teacher's own
-32,000; unused = the pool's rows the teacher never saw).
+32,000; unused = the pool's rows the teacher never saw), sched (oneshot: prune, then KD; gradual:
+``events`` removals over the first ``ramp`` of the KD steps, each ranked afresh on its share of the
+importance batches), events, ramp.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ from compression.teacher import train_teacher  # noqa: E402
 
 DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
-            "transfer": "pool"}
+            "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5}
 
 
 def parse(spec: str) -> dict:
@@ -78,15 +80,21 @@ def teacher_for(pool, work: Path, samples: int):
 
 
 def student(teacher, tok, pool, s: dict):
+    """The student before KD, its teacher-layer map, and a gradual pruning to run during KD (or None)."""
     kind = s["kind"]
     if kind.startswith("L"):
-        return make_student(teacher, spread_layers(6, int(kind[1:]))), spread_layers(6, int(kind[1:]))
+        return make_student(teacher, spread_layers(6, int(kind[1:]))), spread_layers(6, int(kind[1:])), None
     if kind in ("pruned", "narrow"):
         model = make_student(teacher, spread_layers(6, 2)) if kind == "narrow" else copy.deepcopy(teacher)
-        cfg = StructuredPruneConfig(heads_fraction=s["heads"], ffn_fraction=s["ffn"], recovery=False, importance_batches=s["imp"])
+        gradual = s["sched"] == "gradual"
+        cfg = StructuredPruneConfig(heads_fraction=s["heads"], ffn_fraction=s["ffn"], recovery=gradual, importance_batches=s["imp"],
+                                    schedule=s["sched"], events=s["events"], ramp=s["ramp"])
         batches = importance_batches(tok, pool, cfg.importance_batches, cfg.batch_size, 128, cfg.seed)
+        layers = spread_layers(6, 2) if kind == "narrow" else tuple(range(6))
+        if gradual:
+            return model, layers, (cfg, batches)
         model, _ = structured_prune(model, cfg, batches)
-        return model, (spread_layers(6, 2) if kind == "narrow" else tuple(range(6)))
+        return model, layers, None
     raise SystemExit(f"unknown kind {kind!r}")
 
 
@@ -148,14 +156,21 @@ def main() -> int:
     rows = []
     for spec in args.settings:
         s = parse(spec)
-        model, layers = student(teacher, tok, pool, s)
+        model, layers, gradual = student(teacher, tok, pool, s)
         cfg = DistillConfig(num_layers=1, epochs=s["epochs"], train_samples=s["samples"], learning_rate=s["lr"],
                             alpha=s["alpha"], temperature=s["T"], hidden_weight=s["hidden"], seed=s["seed"],
                             dropout=None if s["dropout"] < 0 else s["dropout"], precision=s["precision"], batch_size=s["batch"])
         t0 = time.perf_counter()
         rows_ = transfer[s["transfer"]]
         data = type(pool)([pool.texts[i] for i in rows_], [pool.labels[i] for i in rows_])
-        trained = distill(teacher, model, data, cfg, tok, None if s["hidden"] else logits[rows_], 128, list(layers))
+        kd_logits = None if s["hidden"] else logits[rows_]
+        if gradual:  # pruning happens inside the KD loop, as the recipe step runs it
+            def train(on_step, after_step):
+                distill(teacher, model, data, cfg, tok, kd_logits, 128, list(layers), on_step, after_step)
+
+            trained, _ = structured_prune(model, *gradual, train)
+        else:
+            trained = distill(teacher, model, data, cfg, tok, kd_logits, 128, list(layers))
         seconds = time.perf_counter() - t0
         acc = accuracy(trained, tok, dev)
         row = {"setting": spec, **s, "train_s": round(seconds, 1), "dev_accuracy": acc, "teacher_dev_accuracy": teacher_acc}

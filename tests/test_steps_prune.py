@@ -17,10 +17,14 @@ from compression.steps.prune import (
     UnstructuredPruneConfig,
     encoder_linears,
     prune,
+    importance_batches,
     prune_heads_ffn,
     select_heads,
+    select_units,
     sparsity_of,
+    structured_prune,
     threshold,
+    zero_units,
 )
 from compression.build import preflight
 from conftest import tiny_recipe_dict
@@ -108,6 +112,63 @@ def test_structured_removal_equals_zeroing(model, tiny_model):
         torch.testing.assert_close(pruned(**batch).logits, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_zero_units_then_removal_leaves_logits_unchanged(model, tiny_model):
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    batch = tok(["the acting was superb", "a dull and boring plot twist"], padding=True, return_tensors="pt")
+    heads, keep = {0: [0, 2], 1: [3]}, [torch.arange(0, 512, 3), torch.arange(2, 512, 3)]
+    with torch.no_grad():
+        before = model(**batch).logits
+        zero_units(model, heads, keep)
+        masked = model(**batch).logits
+        removed = prune_heads_ffn(model, heads, keep)(**batch).logits
+    assert (masked - before).abs().max() > 1e-4  # the units mattered
+    torch.testing.assert_close(removed, masked, atol=1e-5, rtol=1e-5)
+
+
+def test_each_gradual_selection_contains_the_one_before():
+    torch.manual_seed(0)
+    cfg = StructuredPruneConfig(heads_fraction=0.5, ffn_fraction=0.5, schedule="gradual", events=2)
+    heads1, keep1 = select_units(torch.rand(2, 4), [torch.rand(512), torch.rand(512)], cfg, 0.5)
+    # new scores rank the earlier survivors first: without the carried selection these would be revived
+    rev_heads = torch.ones(2, 4)
+    for layer, hs in heads1.items():
+        rev_heads[layer, hs] = 10.0
+    rev_ffn = [torch.ones(512) * 10 for _ in range(2)]
+    for s, k in zip(rev_ffn, keep1):
+        s[k] = 0.0
+    heads2, keep2 = select_units(rev_heads, rev_ffn, cfg, 1.0, heads1, keep1)
+    assert sum(map(len, heads1.values())) == 2 and sum(map(len, heads2.values())) == 4
+    assert all(set(hs) <= set(heads2.get(layer, [])) for layer, hs in heads1.items())
+    assert [len(k) for k in keep1] == [384, 384] and [len(k) for k in keep2] == [256, 256]
+    assert all(set(k2.tolist()) <= set(k1.tolist()) for k1, k2 in zip(keep1, keep2))
+
+
+def test_gradual_structured_pruning_removes_exactly_what_training_held_at_zero(model, tiny_model, data):
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    cfg = StructuredPruneConfig(heads_fraction=0.5, ffn_fraction=0.5, schedule="gradual", events=3, ramp=0.5)
+    batches = importance_batches(tok, data["train"], 6, 8, 32, 0)
+    trained, events = {}, []
+    inner = _trainer(model, tok, data, steps=12)
+
+    def train(on_step, after_step):
+        def spy(step, total):
+            before = sum(int((encoder_layers(model)[i].intermediate.dense.weight.abs().sum(1) == 0).sum()) for i in range(2))
+            on_step(step, total)
+            after = sum(int((encoder_layers(model)[i].intermediate.dense.weight.abs().sum(1) == 0).sum()) for i in range(2))
+            if after != before:
+                events.append((step, after))
+        inner(spy, after_step)
+        trained["model"] = copy.deepcopy(model)  # full shapes, removed units held at zero
+
+    pruned, info = structured_prune(model, cfg, batches, train)
+    # three removals at steps 0, 2, 4 (ramp: the first half of 12 steps), each a third more of the FFN target
+    assert [s for s, _ in events] == [0, 2, 4] and [n for _, n in events] == [170, 342, 512]
+    assert pruned.config.intermediate_size == 256 and sum(map(len, info["pruned_heads"].values())) == 4
+    batch = tok(["the acting was superb", "a dull and boring plot twist"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(**batch).logits, trained["model"](**batch).logits, atol=1e-5, rtol=1e-5)
+
+
 def test_select_heads_never_empties_a_layer():
     imp = torch.tensor([[0.0, 0.1, 0.2, 0.3], [5.0, 6.0, 7.0, 8.0]])
     chosen = select_heads(imp, 0.75)  # 6 of 8 heads
@@ -135,6 +196,9 @@ def test_structured_variant_graph_is_smaller_and_faster_shape(built, tmp_path, t
     ({"x": [{"prune_structured": {"heads": {0: [0, 1, 2, 3]}}}]}, "pruning every head of layer 0"),
     ({"x": [{"distill": {"num_layers": 3}}]}, "deeper than the teacher's 2 layers"),
     ({"x": [{"prune": {"schedule": "cubic", "recovery": False}}]}, "needs recovery"),
+    ({"x": [{"prune_structured": {"heads_fraction": 0.5, "schedule": "gradual", "recovery": False}}]}, "needs recovery: true"),
+    ({"x": [{"prune_structured": {"heads": {0: [0]}, "schedule": "gradual"}}]}, "set heads_fraction, not heads"),
+    ({"x": [{"prune_structured": {"heads_fraction": 0.5, "schedule": "slow"}}]}, "schedule must be oneshot or gradual"),
 ])
 def test_bad_pruning_recipes_fail_before_work(variants, message, tiny_model, tiny_data, tmp_path):
     with pytest.raises(RecipeError) as exc:

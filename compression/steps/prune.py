@@ -187,6 +187,11 @@ class StructuredPruneConfig(TrainConfig):
             config's intermediate_size still describes the model).
         importance_batches: batches used to accumulate importance.
         recovery: KD fine-tuning after removal.
+        schedule: ``oneshot`` (rank once, remove everything, then recover) or ``gradual``
+            (``events`` equal slices of both fractions, each ranked afresh on its share of the
+            importance batches, spread over the first ``ramp`` of the recovery steps; removed
+            units are held at zero until training ends, then physically removed).
+        events, ramp: the gradual schedule's number of removals and the share of recovery steps they span.
     """
 
     heads_fraction: float = 0.0
@@ -194,6 +199,9 @@ class StructuredPruneConfig(TrainConfig):
     ffn_fraction: float = 0.0
     importance_batches: int = 16
     recovery: bool = True
+    schedule: str = "oneshot"
+    events: int = 4
+    ramp: float = 0.5
 
     def __post_init__(self):
         super().__post_init__()
@@ -203,9 +211,18 @@ class StructuredPruneConfig(TrainConfig):
             object.__setattr__(self, "heads", {int(k): sorted(int(h) for h in v) for k, v in self.heads.items()})
             if self.heads_fraction:
                 raise ValueError("set heads_fraction or heads, not both")
+        if self.schedule not in ("oneshot", "gradual"):
+            raise ValueError(f"schedule must be oneshot or gradual, got {self.schedule!r}")
+        if self.schedule == "gradual":
+            if not self.recovery:
+                raise ValueError("the gradual schedule removes units during KD recovery: it needs recovery: true")
+            if self.heads is not None:
+                raise ValueError("the gradual schedule ranks heads as it goes: set heads_fraction, not heads")
+            if self.events < 1 or not 0 < self.ramp <= 1:
+                raise ValueError(f"events must be >= 1 and ramp in (0, 1], got {self.events} and {self.ramp}")
 
     def __hash__(self):
-        return hash((self.heads_fraction, self.ffn_fraction, str(self.heads)))
+        return hash((self.heads_fraction, self.ffn_fraction, str(self.heads), self.schedule, self.events, self.ramp))
 
 
 def _check_structured(cfg: StructuredPruneConfig, config) -> None:
@@ -227,25 +244,26 @@ def taylor_importance(model, batches, precision: str = "fp32") -> tuple[torch.Te
     d = layers[0].attention.self.attention_head_size
     heads = torch.zeros(len(layers), n_heads)
     ffn = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
+    was_training, device = model.training, next(model.parameters()).device
     model.train()
     for batch, labels in batches:
         model.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16" and not torch.cuda.is_available()):
-            logits = model(**batch).logits
-        F.cross_entropy(logits.float(), labels).backward()
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+        F.cross_entropy(logits.float(), labels.to(device)).backward()
         with torch.no_grad():
             for i, layer in enumerate(layers):
                 att = layer.attention
                 for lin in (att.self.query, att.self.key, att.self.value):
                     s = (lin.weight * lin.weight.grad).abs().sum(1) + (lin.bias * lin.bias.grad).abs()
-                    heads[i] += s.view(n_heads, d).sum(1)
+                    heads[i] += s.view(n_heads, d).sum(1).cpu()
                 o = att.output.dense
-                heads[i] += (o.weight * o.weight.grad).abs().sum(0).view(n_heads, d).sum(1)
+                heads[i] += (o.weight * o.weight.grad).abs().sum(0).view(n_heads, d).sum(1).cpu()
                 inter, out = layer.intermediate.dense, layer.output.dense
-                ffn[i] += (inter.weight * inter.weight.grad).abs().sum(1) + (inter.bias * inter.bias.grad).abs()
-                ffn[i] += (out.weight * out.weight.grad).abs().sum(0)
+                ffn[i] += ((inter.weight * inter.weight.grad).abs().sum(1) + (inter.bias * inter.bias.grad).abs()).cpu()
+                ffn[i] += (out.weight * out.weight.grad).abs().sum(0).cpu()
     model.zero_grad(set_to_none=True)
-    model.eval()
+    model.train(was_training)
     return heads, ffn
 
 
@@ -286,23 +304,96 @@ def prune_heads_ffn(model, heads_to_prune: dict[int, list[int]], ffn_keep: list[
     return model
 
 
+def select_units(head_imp, ffn_imp, cfg: StructuredPruneConfig, scale: float = 1.0, removed=None, kept=None):
+    """Heads to remove and FFN neurons to keep at ``scale`` of the config's fractions.
+
+    ``removed`` / ``kept``: an earlier, smaller selection; its removed units rank below every
+    living one, so each selection contains the one before it (a gradual schedule never revives)."""
+    head_imp = head_imp.clone()
+    for layer, hs in (removed or {}).items():
+        head_imp[layer, hs] = -1.0
+    heads = cfg.heads if cfg.heads is not None else select_heads(head_imp, cfg.heads_fraction * scale)
+    keep = None
+    if cfg.ffn_fraction:
+        n_keep = max(1, int(round(ffn_imp[0].numel() * (1 - cfg.ffn_fraction * scale))))
+        keep = []
+        for i, score in enumerate(ffn_imp):
+            score = score.clone()
+            if kept is not None:
+                dead = torch.ones_like(score, dtype=torch.bool)
+                dead[kept[i]] = False
+                score[dead] = -1.0
+            keep.append(torch.sort(torch.topk(score, n_keep).indices).values)
+    return heads, keep
+
+
+@torch.no_grad()
+def zero_units(model, heads: dict[int, list[int]], keep: list[torch.Tensor] | None) -> None:
+    """Hold removed units at zero without changing shapes: a head's query/key/value rows and its
+    output columns, an FFN neuron's input row and output column. Its contribution is then exactly
+    0, so removing it physically later leaves the logits unchanged."""
+    for i, layer in enumerate(encoder_layers(model)):
+        att = layer.attention
+        d = att.self.attention_head_size
+        for h in heads.get(i, []):
+            rows = slice(h * d, (h + 1) * d)
+            for lin in (att.self.query, att.self.key, att.self.value):
+                lin.weight[rows] = 0
+                lin.bias[rows] = 0
+            att.output.dense.weight[:, rows] = 0
+        if keep is not None:
+            inter, out = layer.intermediate.dense, layer.output.dense
+            dead = torch.ones(inter.out_features, dtype=torch.bool, device=inter.weight.device)
+            dead[keep[i].to(dead.device)] = False
+            inter.weight[dead] = 0
+            inter.bias[dead] = 0
+            out.weight[:, dead] = 0
+
+
+def _gradual(model, cfg: StructuredPruneConfig, batches, precision: str, train):
+    """Remove ``1/events`` of the target at each of ``events`` evenly spaced recovery steps (the first
+    at step 0), each ranked on a fresh share of ``batches`` by the model as trained so far."""
+    chosen = {"heads": {}, "keep": None, "done": 0}
+    share = max(1, len(batches) // cfg.events)
+
+    def on_step(step, total):
+        marks = [int(k * cfg.ramp * total / cfg.events) for k in range(cfg.events)]
+        due = sum(m <= step for m in marks)
+        if due > chosen["done"]:
+            part = batches[(due - 1) * share : due * share] or batches
+            head_imp, ffn_imp = taylor_importance(model, part, precision)
+            heads, keep = select_units(head_imp, ffn_imp, cfg, due / cfg.events, chosen["heads"], chosen["keep"])
+            chosen.update(heads=heads, keep=keep, done=due)
+            log.info("gradual pruning %d/%d at step %d: %d heads out, FFN %s kept", due, cfg.events, step,
+                     sum(map(len, heads.values())), None if keep is None else len(keep[0]))
+        zero_units(model, chosen["heads"], chosen["keep"])
+
+    train(on_step, lambda *_: zero_units(model, chosen["heads"], chosen["keep"]))
+    if chosen["done"] < cfg.events:  # fewer recovery steps than events: land on the target anyway
+        head_imp, ffn_imp = taylor_importance(model, batches[-share:], precision)
+        heads, keep = select_units(head_imp, ffn_imp, cfg, 1.0, chosen["heads"], chosen["keep"])
+        chosen.update(heads=heads, keep=keep)
+    return chosen["heads"], chosen["keep"]
+
+
 def structured_prune(model, cfg: StructuredPruneConfig, batches, train=None):
+    """Remove heads and FFN neurons (``cfg.schedule``); ``train(on_step, after_step)`` runs KD recovery."""
     from ..machine import training_precision
 
     _check_structured(cfg, model.config)
-    head_imp, ffn_imp = taylor_importance(model, batches, training_precision(cfg.precision))
-    heads = cfg.heads if cfg.heads is not None else select_heads(head_imp, cfg.heads_fraction)
-    keep = None
-    if cfg.ffn_fraction:
-        n_keep = max(1, int(round(ffn_imp[0].numel() * (1 - cfg.ffn_fraction))))
-        keep = [torch.sort(torch.topk(s, n_keep).indices).values for s in ffn_imp]
+    precision = training_precision(cfg.precision)
     before = sum(p.numel() for p in encoder_layers(model).parameters())
-    prune_heads_ffn(model, heads, keep)
+    if cfg.schedule == "gradual" and train is not None:
+        heads, keep = _gradual(model, cfg, batches, precision, train)
+        prune_heads_ffn(model, heads, keep)
+    else:
+        heads, keep = select_units(*taylor_importance(model, batches, precision), cfg)
+        prune_heads_ffn(model, heads, keep)
+        if cfg.recovery and train is not None:
+            train(None, None)
     after = sum(p.numel() for p in encoder_layers(model).parameters())
-    log.info("structured pruning: %d heads removed, FFN %s, encoder params %d -> %d (%.2fx fewer)",
+    log.info("structured pruning (%s): %d heads removed, FFN %s, encoder params %d -> %d (%.2fx fewer)", cfg.schedule,
              sum(map(len, heads.values())), model.config.intermediate_size, before, after, before / after)
-    if cfg.recovery and train is not None:
-        train(None, None)
     return model, {"encoder_params_before": before, "encoder_params": after, "pruned_heads": {str(k): v for k, v in heads.items()}}
 
 
