@@ -288,6 +288,19 @@ def pareto_points() -> pd.DataFrame:
                                  "role"])
 
 
+def accuracy_range(points: pd.DataFrame, pad: float = 0.3) -> list[float] | None:
+    """The plot's accuracy axis: every point inside with ``pad`` points to spare (the plot's own fit
+    puts the best variants on the top edge, half cut off); None while no row exists."""
+    if points.empty:
+        return None
+    return [float(points["accuracy"].min()) - pad, float(points["accuracy"].max()) + pad]
+
+
+def pareto_plot_update():
+    points = pareto_points()
+    return gr.update(value=points, y_lim=accuracy_range(points))
+
+
 def heatmap_html(matrix: list[list], names: list[str]) -> str:
     """The agreement matrix as a coloured table (no plotting library needed on the Space)."""
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
@@ -339,7 +352,7 @@ def refresh_page(highlight: str | None, shown: int):
     version = FAMILY.version
     if shown == version:
         return status, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), shown
-    return (status, header_md(), not_served_md() or empty_note(), compare_table(highlight), pareto_points(),
+    return (status, header_md(), not_served_md() or empty_note(), compare_table(highlight), pareto_plot_update(),
             gr.update(choices=FAMILY.names), gr.update(label=data_label()), version)
 
 
@@ -388,6 +401,7 @@ with gr.Blocks(title="BERT Compression Studio") as demo:
                     "recommendation's tolerance. Click a header to sort.")
         compare_df = gr.Dataframe(compare_table(), datatype="markdown", interactive=False, elem_id="compare-table")
         pareto_plot = gr.ScatterPlot(pareto_points(), x="latency_p50_ms", y="accuracy", color="role", elem_id="pareto-plot",
+                                     y_lim=accuracy_range(pareto_points()),
                                      tooltip=["variant", "accuracy", "delta_vs_teacher", "latency_p50_ms", "size_mb",
                                               "ood_balanced_accuracy"],
                                      title="Accuracy (%) vs batch-1 latency (ms): hover a point",

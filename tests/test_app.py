@@ -234,6 +234,10 @@ def test_compare_tab_values_come_from_each_metrics_file(app):
     assert sum("⭐" in v for v in df["variant"]) == 1
     points = module.pareto_points()
     assert set(points["variant"]) == set(by_name) and (points["role"] == "recommended").sum() == 1
+    lo, hi = module.accuracy_range(points)  # no point on the plot's edge, where it would be cut in half
+    assert lo < points["accuracy"].min() - 0.1 and hi > points["accuracy"].max() + 0.1
+    assert module.pareto_plot_update()["y_lim"] == [lo, hi]
+    assert module.accuracy_range(points.iloc[0:0]) is None
 
 
 def test_concurrent_requests_each_get_every_variant(app, client):
