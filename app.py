@@ -400,8 +400,9 @@ with gr.Blocks(title="BERT Compression Studio") as demo:
                     "batch-1 latency on the build machine. ⭐ = recommended; ↓ = significantly worse than the "
                     "recommendation's tolerance. Click a header to sort.")
         compare_df = gr.Dataframe(compare_table(), datatype="markdown", interactive=False, elem_id="compare-table")
-        pareto_plot = gr.ScatterPlot(pareto_points(), x="latency_p50_ms", y="accuracy", color="role", elem_id="pareto-plot",
-                                     y_lim=accuracy_range(pareto_points()),
+        points = pareto_points()
+        pareto_plot = gr.ScatterPlot(points, x="latency_p50_ms", y="accuracy", color="role", elem_id="pareto-plot",
+                                     y_lim=accuracy_range(points),
                                      tooltip=["variant", "accuracy", "delta_vs_teacher", "latency_p50_ms", "size_mb",
                                               "ood_balanced_accuracy"],
                                      title="Accuracy (%) vs batch-1 latency (ms): hover a point",

@@ -36,10 +36,10 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout_s: float =
 
 
 @contextlib.contextmanager
-def app_over(folder: Path, log=None, build: bool = False):
-    """Start ``python app.py`` over ``folder`` on a free port (no build unless ``build``); yield its URL."""
+def app_over(folder: Path, log=None):
+    """Start ``python app.py`` over a built ``folder`` on a free port (no build); yield its URL."""
     port = free_port()
-    env = {**os.environ, "BCS_VARIANTS_DIR": str(Path(folder).resolve()), "PORT": str(port), "BCS_BUILD": "1" if build else "0"}
+    env = {**os.environ, "BCS_VARIANTS_DIR": str(Path(folder).resolve()), "PORT": str(port), "BCS_BUILD": "0"}
     out = dict(stdout=log, stderr=subprocess.STDOUT) if log is not None else {}
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, **out)
     url = f"http://127.0.0.1:{port}/"

@@ -366,8 +366,9 @@ def start_warm_timer(family: VariantFamily, texts: list[str] | None = None) -> t
     requests' passes push those out of the window. A variant with no warm sample yet shows its
     requests' own runs."""
     if texts:
+        variants = list(family.variants.values())
         for text in texts[-(WARM_RUNS + 1):]:  # what ``recent`` holds; older texts would be dropped unused
-            family.recent.append(_encode(list(family.variants.values()), text))
+            family.recent.append(_encode(variants, text))
         family.answered.set()
 
     def loop():

@@ -356,23 +356,23 @@ def _gradual(model, cfg: StructuredPruneConfig, batches, precision: str, train):
     chosen = {"heads": {}, "keep": None, "done": 0}
     share = max(1, len(batches) // cfg.events)
 
+    def advance(due: int, part) -> None:
+        """Remove up to ``due/events`` of the target, ranked on ``part``; earlier removals stay removed."""
+        heads, keep = select_units(*taylor_importance(model, part, precision), cfg, due / cfg.events, chosen["heads"], chosen["keep"])
+        chosen.update(heads=heads, keep=keep, done=due)
+        zero_units(model, heads, keep)
+
     def on_step(step, total):
         marks = [int(k * cfg.ramp * total / cfg.events) for k in range(cfg.events)]
         due = sum(m <= step for m in marks)
-        if due > chosen["done"]:
-            part = batches[(due - 1) * share : due * share] or batches
-            head_imp, ffn_imp = taylor_importance(model, part, precision)
-            heads, keep = select_units(head_imp, ffn_imp, cfg, due / cfg.events, chosen["heads"], chosen["keep"])
-            chosen.update(heads=heads, keep=keep, done=due)
+        if due > chosen["done"]:  # between events, after_step has already held the removed units at zero
+            advance(due, batches[(due - 1) * share : due * share] or batches)
             log.info("gradual pruning %d/%d at step %d: %d heads out, FFN %s kept", due, cfg.events, step,
-                     sum(map(len, heads.values())), None if keep is None else len(keep[0]))
-        zero_units(model, chosen["heads"], chosen["keep"])
+                     sum(map(len, chosen["heads"].values())), None if chosen["keep"] is None else len(chosen["keep"][0]))
 
     train(on_step, lambda *_: zero_units(model, chosen["heads"], chosen["keep"]))
     if chosen["done"] < cfg.events:  # fewer recovery steps than events: land on the target anyway
-        head_imp, ffn_imp = taylor_importance(model, batches[-share:], precision)
-        heads, keep = select_units(head_imp, ffn_imp, cfg, 1.0, chosen["heads"], chosen["keep"])
-        chosen.update(heads=heads, keep=keep)
+        advance(cfg.events, batches[-share:])
     return chosen["heads"], chosen["keep"]
 
 
