@@ -20,7 +20,8 @@ teacher's plain int8 graph, Optimum's route, on 50 dev sentences; speed needs no
 (KD sentences: pool = the whole training pool, as the first sweeps ran; train = the teacher's own
 32,000; unused = the pool's rows the teacher never saw), sched (oneshot: prune, then KD; gradual:
 ``events`` removals over the first ``ramp`` of the KD steps, each ranked afresh on its share of the
-importance batches), events, ramp.
+importance batches), events, ramp, comp (1: bias compensation, the removed units' mean output
+folded into the biases they fed before removal).
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ from compression.teacher import train_teacher  # noqa: E402
 
 DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
-            "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5}
+            "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0}
 
 
 def parse(spec: str) -> dict:
@@ -88,7 +89,7 @@ def student(teacher, tok, pool, s: dict):
         model = make_student(teacher, spread_layers(6, 2)) if kind == "narrow" else copy.deepcopy(teacher)
         gradual = s["sched"] == "gradual"
         cfg = StructuredPruneConfig(heads_fraction=s["heads"], ffn_fraction=s["ffn"], recovery=gradual, importance_batches=s["imp"],
-                                    schedule=s["sched"], events=s["events"], ramp=s["ramp"])
+                                    schedule=s["sched"], events=s["events"], ramp=s["ramp"], compensate=bool(s["comp"]))
         batches = importance_batches(tok, pool, cfg.importance_batches, cfg.batch_size, 128, cfg.seed)
         layers = spread_layers(6, 2) if kind == "narrow" else tuple(range(6))
         if gradual:

@@ -24,6 +24,7 @@ from compression.steps.prune import (
     sparsity_of,
     structured_prune,
     threshold,
+    ffn_means,
     zero_units,
 )
 from compression.build import preflight
@@ -125,6 +126,42 @@ def test_zero_units_then_removal_leaves_logits_unchanged(model, tiny_model):
     torch.testing.assert_close(removed, masked, atol=1e-5, rtol=1e-5)
 
 
+def test_ffn_means_count_real_tokens_only(model, tiny_model):
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    short, long = "superb", "a dull and boring plot twist that never ends"
+    padded = [(tok([short, long], padding=True, return_tensors="pt"), torch.tensor([1, 0]))]
+    alone = [(tok([t], return_tensors="pt"), torch.tensor([0])) for t in (short, long)]
+    assert int(padded[0][0]["attention_mask"].sum()) < padded[0][0]["attention_mask"].numel()  # there is padding
+    for x, y in zip(ffn_means(model, padded), ffn_means(model, alone)):
+        assert x.abs().max() > 0
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+
+
+def test_bias_compensation_brings_the_first_pruned_ffn_closer(model, tiny_model, data):
+    """Layer 0's FFN sees the same inputs either way (only FFN neurons are removed), so the removed
+    neurons' mean is the least-squares constant for what they gave: the compensated output error
+    is never larger, and smaller where the mean is not zero."""
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    batches = importance_batches(tok, data["train"], 4, 8, 32, 0)
+
+    def outputs(m):
+        seen = []
+        h = encoder_layers(m)[0].output.dense.register_forward_hook(lambda mod, a, out: seen.append(out))
+        with torch.no_grad():
+            for b, _ in batches:
+                m(**b)
+        h.remove()
+        return torch.cat([o[b["attention_mask"].bool()] for o, (b, _) in zip(seen, batches)])
+
+    ref = outputs(model)
+    errors = {}
+    for comp in (False, True):
+        cfg = StructuredPruneConfig(ffn_fraction=0.5, recovery=False, compensate=comp)
+        pruned, _ = structured_prune(copy.deepcopy(model), cfg, batches)
+        errors[comp] = ((outputs(pruned) - ref) ** 2).mean().item()
+    assert errors[True] < 0.9 * errors[False], errors
+
+
 def test_each_gradual_selection_contains_the_one_before():
     torch.manual_seed(0)
     cfg = StructuredPruneConfig(heads_fraction=0.5, ffn_fraction=0.5, schedule="gradual", events=2)
@@ -199,6 +236,7 @@ def test_structured_variant_graph_is_smaller_and_faster_shape(built, tmp_path, t
     ({"x": [{"prune_structured": {"heads_fraction": 0.5, "schedule": "gradual", "recovery": False}}]}, "needs recovery: true"),
     ({"x": [{"prune_structured": {"heads": {0: [0]}, "schedule": "gradual"}}]}, "set heads_fraction, not heads"),
     ({"x": [{"prune_structured": {"heads_fraction": 0.5, "schedule": "slow"}}]}, "schedule must be oneshot or gradual"),
+    ({"x": [{"prune_structured": {"heads_fraction": 0.5, "schedule": "gradual", "compensate": True}}]}, "compensate works with the oneshot"),
 ])
 def test_bad_pruning_recipes_fail_before_work(variants, message, tiny_model, tiny_data, tmp_path):
     with pytest.raises(RecipeError) as exc:

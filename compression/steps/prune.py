@@ -192,6 +192,11 @@ class StructuredPruneConfig(TrainConfig):
             importance batches, spread over the first ``ramp`` of the recovery steps; removed
             units are held at zero until training ends, then physically removed).
         events, ramp: the gradual schedule's number of removals and the share of recovery steps they span.
+        compensate: before removal, add each removed FFN neuron's mean activation (over the real
+            tokens of the importance batches) through its output column to the FFN's output bias, so
+            the pruned model starts from the teacher's average signal instead of a hole in it (bias
+            compensation, as in FLAP, An et al. 2024; heads are not compensated, see
+            ``compensate_biases``); one-shot schedule only. Costs one forward pass over the batches.
     """
 
     heads_fraction: float = 0.0
@@ -202,6 +207,7 @@ class StructuredPruneConfig(TrainConfig):
     schedule: str = "oneshot"
     events: int = 4
     ramp: float = 0.5
+    compensate: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -220,9 +226,11 @@ class StructuredPruneConfig(TrainConfig):
                 raise ValueError("the gradual schedule ranks heads as it goes: set heads_fraction, not heads")
             if self.events < 1 or not 0 < self.ramp <= 1:
                 raise ValueError(f"events must be >= 1 and ramp in (0, 1], got {self.events} and {self.ramp}")
+            if self.compensate:
+                raise ValueError("compensate works with the oneshot schedule only")
 
     def __hash__(self):
-        return hash((self.heads_fraction, self.ffn_fraction, str(self.heads), self.schedule, self.events, self.ramp))
+        return hash((self.heads_fraction, self.ffn_fraction, str(self.heads), self.schedule, self.events, self.ramp, self.compensate))
 
 
 def _check_structured(cfg: StructuredPruneConfig, config) -> None:
@@ -350,6 +358,50 @@ def zero_units(model, heads: dict[int, list[int]], keep: list[torch.Tensor] | No
             out.weight[:, dead] = 0
 
 
+@torch.no_grad()
+def ffn_means(model, batches, precision: str = "fp32") -> list[torch.Tensor]:
+    """Per layer, each FFN neuron's mean activation over the real (non-padding) tokens of ``batches``."""
+    layers = encoder_layers(model)
+    sums = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
+    state = {"mask": None, "tokens": 0.0}
+
+    def add(i):
+        def hook(module, args, out):
+            sums[i] += (out.float() * state["mask"]).sum((0, 1)).cpu()
+        return hook
+
+    handles = [layer.intermediate.register_forward_hook(add(i)) for i, layer in enumerate(layers)]
+    was_training, device = model.training, next(model.parameters()).device
+    model.eval()
+    try:
+        for batch, _ in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            state["mask"] = batch["attention_mask"].unsqueeze(-1).float()
+            state["tokens"] += float(batch["attention_mask"].sum())
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16" and not torch.cuda.is_available()):
+                model(**batch)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return [s / max(state["tokens"], 1.0) for s in sums]
+
+
+@torch.no_grad()
+def compensate_biases(model, keep: list[torch.Tensor] | None, means: list[torch.Tensor]) -> None:
+    """Fold the mean activation of the FFN neurons about to be removed, through their output
+    columns, into the output bias. Heads are not compensated: folding a removed head's mean context
+    into the attention-output bias sent the pruned MiniLM teacher to chance before recovery (0.52 dev
+    accuracy against 0.79 without it; BENCHMARKS.md): the classifier reads one token, not the mean."""
+    if keep is None:
+        return
+    for i, layer in enumerate(encoder_layers(model)):
+        out = layer.output.dense
+        dead = torch.ones(out.in_features, dtype=torch.bool)
+        dead[keep[i].cpu()] = False
+        out.bias += out.weight[:, dead.to(out.weight.device)] @ means[i][dead].to(out.weight)
+
+
 def _gradual(model, cfg: StructuredPruneConfig, batches, precision: str, train):
     """Remove ``1/events`` of the target at each of ``events`` evenly spaced recovery steps (the first
     at step 0), each ranked on a fresh share of ``batches`` by the model as trained so far."""
@@ -388,6 +440,8 @@ def structured_prune(model, cfg: StructuredPruneConfig, batches, train=None):
         prune_heads_ffn(model, heads, keep)
     else:
         heads, keep = select_units(*taylor_importance(model, batches, precision), cfg)
+        if cfg.compensate:
+            compensate_biases(model, keep, ffn_means(model, batches, precision))
         prune_heads_ffn(model, heads, keep)
         if cfg.recovery and train is not None:
             train(None, None)
