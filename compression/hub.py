@@ -8,7 +8,6 @@ never printed, logged or written anywhere.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil

@@ -20,7 +20,8 @@ import tempfile
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nothing listens on now (the test Hub's, the app tests')."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -29,7 +30,7 @@ def _free_port() -> int:
 # The test Hub must be known before huggingface_hub is imported anywhere: its
 # constants (endpoint, cache, xet) are read at import time. Nothing here reaches
 # the real Hub: every Hub call goes to compression/hubserver.py on this port.
-HUB_PORT = _free_port()
+HUB_PORT = free_port()
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="hf-cache-")

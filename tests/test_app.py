@@ -2,7 +2,6 @@
 import importlib
 import json
 import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -10,17 +9,12 @@ import pytest
 
 from compression import serving
 from compression.hubserver import wait_http
+from conftest import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--disable-sync"]
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +29,7 @@ def app(built, tmp_path_factory, monkeypatch_module):
     monkeypatch_module.delenv("BCS_HUB_REPOS", raising=False)
     sys.modules.pop("app", None)
     module = importlib.import_module("app")
-    port = _free_port()
+    port = free_port()
     module.demo.queue(default_concurrency_limit=4).launch(prevent_thread_lock=True, server_port=port, quiet=True)
     yield module, f"http://127.0.0.1:{port}/"
     module.demo.close()
@@ -142,7 +136,7 @@ def test_batch_with_labels_and_bad_files(app, tmp_path):
         pred = [int(runner.forward(runner.encode([t])).argmax()) for t in ("superb film", "awful plot", "brilliant acting")]
         assert row["accuracy"] == round(sum(p == y for p, y in zip(pred, (1, 0, 1))) / 3, 4)
     assert 'id="agreement-heatmap"' in heatmap and heatmap.count("<tr>") == len(module.FAMILY.names) + 1
-    assert f"get a different label from fp32" in notes
+    assert "get a different label from fp32" in notes
     for row in flips.to_dict("records"):  # every listed sentence really differs from the reference somewhere
         assert any(v != row["fp32"] for k, v in row.items() if k not in ("sentence", "fp32") and isinstance(v, str))
     bad = tmp_path / "bad.csv"
@@ -289,7 +283,7 @@ def test_a_folder_with_nothing_servable_gives_a_clear_page(built, tmp_path, case
         for name in ("fp32", "int8-dynamic"):
             shutil.copytree(out / name, folder / name)
             (folder / name / "model.onnx").write_bytes(b"\x00garbage")
-    port = _free_port()
+    port = free_port()
     proc = _start_app({"BCS_VARIANTS_DIR": str(folder), "BCS_BUILD": "0"}, tmp_path, port)
     try:
         wait_http(f"http://127.0.0.1:{port}/", proc)
@@ -322,7 +316,7 @@ def test_first_run_serves_at_once_and_rows_appear_without_a_reload(tiny_model, t
         "student": [{"distill": {"num_layers": 1, "max_steps": 400, "batch_size": 16}}, "quantize_dynamic"]})
     recipe.write_text(json.dumps(d))
     folder = tmp_path / "variants"
-    port, port2 = _free_port(), _free_port()
+    port, port2 = free_port(), free_port()
     proc = _start_app({"BCS_VARIANTS_DIR": str(folder), "BCS_RECIPE": str(recipe)}, tmp_path, port)
     second = None
     counts = []

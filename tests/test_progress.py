@@ -70,7 +70,7 @@ def test_the_lock_keeps_a_second_build_out(tmp_path, tiny_model, tiny_data):
             build(Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data)), tmp_path)
         # the same in another process, as a second `python app.py` would start it
         res = subprocess.run([sys.executable, "-c", "from compression.progress import holder; import sys; "
-                              f"print(holder(sys.argv[1]))", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+                              "print(holder(sys.argv[1]))", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
         assert res.stdout.strip().isdigit()
     assert progress.holder(tmp_path) is None
     assert not (tmp_path / "teacher").exists()                  # the refused build did nothing

@@ -4,7 +4,6 @@ import onnx
 from onnx import numpy_helper
 
 from compression.artifacts import open_onnx
-from compression.runtime import OnnxRunner, TorchRunner
 
 
 def test_qat_variant_is_qdq_int8(built_qat):
