@@ -16,12 +16,13 @@ Settings are comma-separated key=value: kind (L2, L3, L4, pruned: heads 0.5 + FF
 epochs, lr, alpha, T (temperature), hidden (hidden-state MSE weight; needs a teacher forward per
 step), dropout (-1 = the model's own), precision, heads, ffn, imp (Taylor importance batches), seed,
 speed (1: also export the student, fuse + int8 it, and time it at batch 1 on one thread against the
-teacher's plain int8 graph, Optimum's route, on 50 dev sentences; speed needs no labels), transfer
+teacher's plain int8 graph, Optimum's route, on 50 dev sentences, and score that graph on the dev slice
+as served, one sentence at a time), transfer
 (KD sentences: pool = the whole training pool, as the first sweeps ran; train = the teacher's own
 32,000; unused = the pool's rows the teacher never saw), sched (oneshot: prune, then KD; gradual:
 ``events`` removals over the first ``ramp`` of the KD steps, each ranked afresh on its share of the
-importance batches), events, ramp, comp (1: bias compensation, the removed units' mean output
-folded into the biases they fed before removal).
+importance batches), events, ramp, comp (1: bias compensation, the removed FFN neurons' mean activation
+folded into the FFN output bias before removal), kd (0: score the student as built, before any KD).
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ from compression.teacher import train_teacher  # noqa: E402
 
 DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
-            "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0}
+            "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "kd": 1}
 
 
 def parse(spec: str) -> dict:
@@ -99,8 +100,9 @@ def student(teacher, tok, pool, s: dict):
     raise SystemExit(f"unknown kind {kind!r}")
 
 
-def int8_ms(model, tok, texts, work: Path, name: str, fused: bool) -> float:
-    """Batch-1 p50 of the model's (fused +) dynamic-int8 graph on one thread, mean over ``texts``, 5 rounds."""
+def int8_ms(model, tok, texts, work: Path, name: str, fused: bool, dev=None) -> float | tuple[float, float]:
+    """Batch-1 p50 of the model's (fused +) dynamic-int8 graph on one thread, mean over ``texts``, 5 rounds;
+    with ``dev``, also that graph's accuracy on it as served (one sentence at a time)."""
     import shutil
     import statistics
 
@@ -127,8 +129,12 @@ def int8_ms(model, tok, texts, work: Path, name: str, fused: bool) -> float:
         for e in encoded:
             runner.forward(e)
         rounds.append((time.perf_counter() - t0) * 1e3 / len(encoded))
+    acc = None
+    if dev is not None:
+        pred = runner.served_logits(dev.texts).argmax(-1)
+        acc = sum(int(p) == y for p, y in zip(pred, dev.labels)) / len(dev)
     shutil.rmtree(folder, ignore_errors=True)
-    return statistics.median(rounds)
+    return statistics.median(rounds) if dev is None else (statistics.median(rounds), acc)
 
 
 def main() -> int:
@@ -165,7 +171,9 @@ def main() -> int:
         rows_ = transfer[s["transfer"]]
         data = type(pool)([pool.texts[i] for i in rows_], [pool.labels[i] for i in rows_])
         kd_logits = None if s["hidden"] else logits[rows_]
-        if gradual:  # pruning happens inside the KD loop, as the recipe step runs it
+        if not s["kd"]:
+            trained = model
+        elif gradual:  # pruning happens inside the KD loop, as the recipe step runs it
             def train(on_step, after_step):
                 distill(teacher, model, data, cfg, tok, kd_logits, 128, list(layers), on_step, after_step)
 
@@ -178,8 +186,10 @@ def main() -> int:
         speed = ""
         if s["speed"]:
             row["teacher_int8_ms"] = int8_ms(teacher, tok, dev.texts[:50], work, "teacher-int8", fused=False)
-            row["student_fused_int8_ms"] = int8_ms(trained, tok, dev.texts[:50], work, "student-int8", fused=True)
-            speed = f"  int8 {row['student_fused_int8_ms']:.2f} ms = {row['teacher_int8_ms'] / row['student_fused_int8_ms']:.2f}x Optimum int8"
+            row["student_fused_int8_ms"], row["student_fused_int8_dev_accuracy"] = int8_ms(
+                trained, tok, dev.texts[:50], work, "student-int8", fused=True, dev=dev)
+            speed = (f"  int8 {row['student_fused_int8_ms']:.2f} ms = {row['teacher_int8_ms'] / row['student_fused_int8_ms']:.2f}x "
+                     f"Optimum int8; fused int8 dev accuracy {row['student_fused_int8_dev_accuracy']:.4f}")
         rows.append(row)
         print(f"{spec:50s} train {seconds:6.1f} s  dev accuracy {acc:.4f} ({(acc - teacher_acc) * 100:+.1f} pt){speed}", flush=True)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

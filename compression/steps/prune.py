@@ -390,9 +390,9 @@ def ffn_means(model, batches, precision: str = "fp32") -> list[torch.Tensor]:
 @torch.no_grad()
 def compensate_biases(model, keep: list[torch.Tensor] | None, means: list[torch.Tensor]) -> None:
     """Fold the mean activation of the FFN neurons about to be removed, through their output
-    columns, into the output bias. Heads are not compensated: folding a removed head's mean context
-    into the attention-output bias sent the pruned MiniLM teacher to chance before recovery (0.52 dev
-    accuracy against 0.79 without it; BENCHMARKS.md): the classifier reads one token, not the mean."""
+    columns, into the output bias. Heads are not compensated: a first version that folded a removed
+    head's mean context into the attention-output bias sent the pruned demo teacher to chance before
+    recovery (BENCHMARKS.md); the classifier reads one token, not the mean over tokens."""
     if keep is None:
         return
     for i, layer in enumerate(encoder_layers(model)):
