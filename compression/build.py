@@ -24,7 +24,7 @@ from .config import VariantSpec
 from .data import load_splits
 from .errors import ArtifactError, BuildError, RecipeError, StepNotApplicable
 from .loader import load_runner
-from .metrics import measure, served
+from .metrics import interleaved_latency, measure, served
 from .modeling import check_base_model, check_classifier, load_classifier, num_layers, resolve_base_model
 from .progress import BuildLock, Progress
 from .recipe import Recipe, load_recipe, save_recipe
@@ -247,9 +247,31 @@ def _build(recipe, out_dir, todo, base, splits, force, progress) -> dict:
         log.info("%s: accuracy %.4f, p50 %.2f ms, %.1f MB", spec.name, metrics["accuracy"], metrics["latency_p50_ms"],
                  metrics["size_mb"])
         progress.variant_done(spec.name, time.perf_counter() - t0)
+    progress.begin("timing every row together")
+    retime(out_dir, recipe, splits["eval"].texts)
     summary = report.write_report(out_dir, recipe.evaluation.recommend_tolerance)
     summary["skipped"] = skipped
     return summary
+
+
+def retime(out_dir: Path, recipe: Recipe, texts: list[str]) -> None:
+    """Time every finished row again, all at one moment (``metrics.interleaved_latency``), and keep
+    those latencies: a row timed alone right after it was built met the machine as it was then,
+    and on a shared machine that moves by tens of percent between minutes. A row that cannot be
+    opened keeps its earlier timing (a warning says which)."""
+    cfg = recipe.evaluation
+    runners = {}
+    for folder in artifacts.list_variants(out_dir):
+        try:
+            runners[folder.name] = load_runner(folder, cfg.threads, recipe.dataset.max_length)
+        except ArtifactError as exc:
+            log.warning("%s: not re-timed (%s)", folder.name, str(exc).splitlines()[0])
+    if len(runners) < 2:
+        return
+    t0 = time.perf_counter()
+    for name, lat in interleaved_latency(runners, texts, cfg).items():
+        artifacts.update_metrics(out_dir / name, lat)
+    log.info("timed %d rows together in %.0f s", len(runners), time.perf_counter() - t0)
 
 
 def _data_name(recipe: Recipe) -> str:
@@ -394,5 +416,6 @@ def evaluate_dir(out_dir: str | Path, base_dir: Path | None = None) -> dict:
             metrics.update(_teacher_extra(splits))
         metrics["eval_data"] = _data_name(recipe)
         artifacts.update_metrics(folder, metrics, preds)
+    retime(out_dir, recipe, splits["eval"].texts)
     return report.write_report(out_dir, cfg.recommend_tolerance)
 

@@ -146,7 +146,10 @@ class EvalConfig:
     sentences one thread would dominate the build's evaluation time), ood_name (how cards and
     the app name the out-of-domain set; display only), bootstrap (resamples of the paired
     bootstrap behind every "difference to the teacher" interval; 0 turns intervals off),
-    throughput_sentences (evaluation sentences timed in padded batches for the throughput column).
+    throughput_sentences (evaluation sentences timed in padded batches for the throughput column),
+    latency_rounds (the final timing pass of a build or ``evaluate`` splits each row's ``latency_runs``
+    into this many rounds (at most one run each), and every round visits every row: rows are timed at one moment, so a
+    shared machine slowing down for a minute slows them alike and their ratios hold).
 
     Accuracy is always measured as the model is served: one sentence per request, or unpadded
     equal-length batches where a test shows that gives the same answers (``runtime.served_logits``).
@@ -163,6 +166,7 @@ class EvalConfig:
     accuracy_threads: int | None = None
     ood_name: str | None = None
     bootstrap: int = 2000
+    latency_rounds: int = 10
     throughput_sentences: int = 256
 
     def __post_init__(self):
@@ -170,6 +174,8 @@ class EvalConfig:
             raise ValueError("bootstrap must be >= 0 and throughput_sentences >= 1")
         if self.threads < 1 or self.latency_runs < 5 or self.warmup < 0:
             raise ValueError("threads >= 1, latency_runs >= 5 and warmup >= 0 are required")
+        if self.latency_rounds < 1:
+            raise ValueError(f"latency_rounds must be >= 1, got {self.latency_rounds}")
         if self.ood_samples is not None and (not isinstance(self.ood_samples, int) or self.ood_samples < 1):
             raise ValueError(f"ood_samples must be a positive integer or null, got {self.ood_samples!r}")
         if self.accuracy_threads is not None and self.accuracy_threads < 1:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import EvalConfig
 from .machine import cpu_flags, cpu_name
-from .runtime import Runner, is_multi_label, time_forward, timed_logits
+from .runtime import Runner, is_multi_label, time_forward, timed_forward, timed_logits
 
 
 
@@ -78,7 +78,39 @@ def latency(runner: Runner, texts: list[str], cfg: EvalConfig) -> dict:
         "latency_p50_ms": float(np.percentile(times, 50)),
         "latency_p95_ms": float(np.percentile(times, 95)),
         "latency_mean_ms": float(np.mean(times)),
+        "latency_timing": "alone",
     }
+
+
+def interleaved_latency(runners: dict[str, Runner], texts: list[str], cfg: EvalConfig) -> dict[str, dict]:
+    """Batch-1 latency of every runner timed at one moment (tokenization excluded).
+
+    Each runner gets ``cfg.warmup`` untimed and ``cfg.latency_runs`` timed forwards over the first
+    ``cfg.latency_sentences`` sentences, split into ``cfg.latency_rounds`` rounds; every round visits
+    every runner, starting one further along each time, so a machine that slows down for a while
+    slows every row alike. Per runner: p50/p95/mean over all its timings and the lowest and highest
+    p50 of a single round (how far one round's figure moves)."""
+    names = list(runners)
+    encoded = {n: [runners[n].encode([t]) for t in texts[: cfg.latency_sentences]] for n in names}
+    for n in names:
+        time_forward(runners[n], encoded[n], 0, cfg.warmup)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    rounds: dict[str, list[float]] = {n: [] for n in names}
+    n_rounds = min(cfg.latency_rounds, cfg.latency_runs)
+    per_round = -(-cfg.latency_runs // n_rounds)
+    for k in range(n_rounds):
+        for n in names[k % len(names):] + names[: k % len(names)]:
+            todo = min(per_round, cfg.latency_runs - len(times[n]))
+            if todo <= 0:
+                continue
+            enc = encoded[n]
+            start = len(times[n])  # carry on through the sentences where the last round stopped
+            ms = [timed_forward(runners[n], enc[(start + i) % len(enc)])[1] for i in range(todo)]
+            times[n] += ms
+            rounds[n].append(float(np.median(ms)))
+    return {n: {"latency_p50_ms": float(np.percentile(times[n], 50)), "latency_p95_ms": float(np.percentile(times[n], 95)),
+                "latency_mean_ms": float(np.mean(times[n])), "latency_p50_round_range_ms": [min(rounds[n]), max(rounds[n])],
+                "latency_timing": f"interleaved: {len(names)} rows, {len(rounds[n])} rounds"} for n in names}
 
 
 def served(runner: Runner, texts: list[str], threads: int) -> np.ndarray:

@@ -20,6 +20,14 @@ import tempfile
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def finished_stamps(folder) -> dict:
+    """When each finished row of a build folder was built: its compression_config.json's mtime (written
+    once when the folder is finished; metrics.json is rewritten by every build's final timing pass)."""
+    from compression import artifacts
+
+    return {f.name: (f / "compression_config.json").stat().st_mtime_ns for f in artifacts.list_variants(folder)}
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (the test Hub's, the app tests')."""
     with socket.socket() as s:

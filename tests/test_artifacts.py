@@ -11,7 +11,7 @@ from compression import artifacts
 from compression.build import build, evaluate_dir
 from compression.errors import ArtifactError
 from compression.recipe import Recipe
-from conftest import REPO, tiny_recipe_dict
+from conftest import REPO, finished_stamps, tiny_recipe_dict
 
 FILE_NAMES = ("model.onnx", "model.safetensors", "pytorch_int8.pt", "compression_config.json", "metrics.json",
               "tokenizer.json", "predictions.json", "report.json", "progress.json", "model.ort")
@@ -72,10 +72,10 @@ def test_resume_rebuilds_a_truncated_model_and_keeps_the_rest(built, tmp_path, c
     assert "model.onnx changed since it was built" in artifacts.verify(work / "int8-dynamic")
     fp = recipe.variant("int8-dynamic").fingerprint(recipe)
     assert not artifacts.is_finished(work / "int8-dynamic", fp)   # the file exists, but it is not what was built
-    stamps = {f.name: (f / "metrics.json").stat().st_mtime_ns for f in artifacts.list_variants(work)}
+    stamps = finished_stamps(work)
     caplog.set_level("WARNING", logger="compression")
     build(recipe, work)
-    after = {f.name: (f / "metrics.json").stat().st_mtime_ns for f in artifacts.list_variants(work)}
+    after = finished_stamps(work)
     assert {n for n in stamps if after[n] != stamps[n]} == {"int8-dynamic", "fp16"}
     assert (work / "int8-dynamic" / "model.onnx").read_bytes() == data   # rebuilt identically
     assert "int8-dynamic: rebuilding" in caplog.text

@@ -11,7 +11,7 @@ from compression.recipe import Recipe
 from compression.errors import BuildError, ModelError
 from compression.errors import DataError
 from compression.artifacts import is_finished
-from conftest import REPO, tiny_recipe_dict, write_tsv
+from conftest import REPO, finished_stamps, tiny_recipe_dict, write_tsv
 
 REQUIRED_FILES = {"model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json", "compression_config.json", "metrics.json"}
 
@@ -37,12 +37,12 @@ def test_resume_skips_finished_and_rebuilds_broken(built, tmp_path, tiny_model, 
     recipe, out, _ = built
     work = tmp_path / "out"
     shutil.copytree(out, work)
-    stamps = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in work.iterdir() if (p / "metrics.json").exists()}
+    stamps = finished_stamps(work)
     (work / "fp16" / "metrics.json").write_text("{ truncated")   # as if killed mid-write
     (work / ".tmp-int8-dynamic-999").mkdir()                     # leftover of a killed build
     caplog.set_level("INFO", logger="compression")
     build(recipe, work)
-    after = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in work.iterdir() if (p / "metrics.json").exists()}
+    after = finished_stamps(work)
     assert after["fp16"] != stamps["fp16"]
     for name in ("teacher", "fp32", "int8-dynamic", "int8-static", "torch-int8"):
         assert after[name] == stamps[name], f"{name} was rebuilt"
@@ -58,9 +58,9 @@ def test_changed_recipe_rebuilds_only_changed_variant(built, tmp_path, tiny_mode
     d["variants"]["int8-dynamic"] = ["export", {"quantize_dynamic": {"per_channel": False}}]
     changed = Recipe.from_dict(d)
     assert not is_finished(work / "int8-dynamic", changed.variant("int8-dynamic").fingerprint(changed))
-    stamps = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in work.iterdir() if (p / "metrics.json").exists()}
+    stamps = finished_stamps(work)
     build(changed, work)
-    after = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in work.iterdir() if (p / "metrics.json").exists()}
+    after = finished_stamps(work)
     assert {n for n in stamps if after[n] != stamps[n]} == {"int8-dynamic"}   # the teacher and the rest were reused
     cc = json.loads((work / "int8-dynamic" / "compression_config.json").read_text())
     assert cc["steps"][1] == {"quantize_dynamic": {"preset": "auto", "per_channel": False, "operators": None}}

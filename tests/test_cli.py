@@ -4,11 +4,7 @@ import shutil
 
 from compression import artifacts
 from compression.__main__ import main
-from conftest import make_tiny_model, synthetic, tiny_recipe_dict, write_tsv
-
-
-def _mtimes(folder):
-    return {f.name: (f / "metrics.json").stat().st_mtime_ns for f in artifacts.list_variants(folder)}
+from conftest import finished_stamps, make_tiny_model, synthetic, tiny_recipe_dict, write_tsv
 
 
 def test_build_only_force_base_model_and_dataset(built, tmp_path, tiny_data, capsys):
@@ -19,15 +15,15 @@ def test_build_only_force_base_model_and_dataset(built, tmp_path, tiny_data, cap
     recipe.write_text(json.dumps(tiny_recipe_dict(make_tiny_model(tmp_path / "m"), tiny_data)))
     # the recipe names another copy of the tiny model: --base-model puts back the one `built` used
     original = artifacts.read_config(out / "fp32")["recipe"]["base_model"]
-    before = _mtimes(work)
+    before = finished_stamps(work)
     assert main(["build", "--recipe", str(recipe), "--variants-dir", str(work), "--base-model", original,
                  "--only", "fp16", "--force"]) == 0
-    after = _mtimes(work)
+    after = finished_stamps(work)
     assert {n for n in before if after[n] != before[n]} == {"fp16"}       # --only: one variant, --force: rebuilt
     assert "recommended:" in capsys.readouterr().out
     assert main(["build", "--recipe", str(recipe), "--variants-dir", str(work), "--base-model", original,
                  "--only", "fp32"]) == 0
-    assert _mtimes(work) == after                                          # without --force: reused
+    assert finished_stamps(work) == after                                          # without --force: reused
     other = tmp_path / "data"
     other.mkdir()
     write_tsv(other / "train.tsv", synthetic(200, 5))

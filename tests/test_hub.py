@@ -87,6 +87,8 @@ def test_card_yaml_parses_to_model_index(hub, published):
             assert "ORTModelForSequenceClassification.from_pretrained" in card
         assert f"| accuracy | {metrics['accuracy']:.4f}" in card
         assert metrics["cpu"] in card
+        low, high = metrics["latency_p50_round_range_ms"]  # the timing pass's spread, as the card says it
+        assert f"({metrics['latency_timing']}; one round's p50 ranged {low:.2f}–{high:.2f} ms)" in card
         from compression.report import delta_text  # the difference to the teacher, its interval and flips, on every card
 
         assert f"| difference to the teacher, points [95% CI] | {delta_text(metrics)} |" in card

@@ -1,5 +1,6 @@
 """Numbers a user can trust: accuracy as served (batch 1), paired intervals, and what the report says."""
 import json
+import time
 
 import numpy as np
 import pytest
@@ -116,3 +117,59 @@ def test_every_row_carries_its_difference_to_the_teacher(built):
         assert r["flips_gained"] - r["flips_lost"] == round(r["delta_accuracy"] * r["eval_samples"])
     md = (out / "report.md").read_text()
     assert "Δ vs teacher [95% CI], pt" in md and "flips −/+" in md and "measured as the model is served" in md
+
+
+class _SlowRunner:
+    """A stand-in runner whose forward sleeps ``ms`` times the shared machine's slowdown, logging each call."""
+
+    def __init__(self, name, ms, calls, machine):
+        self.name, self.ms, self.calls, self.machine = name, ms, calls, machine
+
+    def encode(self, texts):
+        return {"text": texts[0]}
+
+    def forward(self, enc):
+        self.calls.append(self.name)
+        self.machine["forwards"] += 1
+        slow = 3.0 if self.machine["forwards"] > self.machine["slow_after"] else 1.0
+        time.sleep(self.ms * slow / 1e3)
+        return np.zeros((1, 2), np.float32)
+
+
+def test_interleaved_timing_visits_every_row_each_round_and_keeps_ratios_when_the_machine_slows():
+    from compression.config import EvalConfig
+    from compression.metrics import interleaved_latency
+
+    cfg = EvalConfig(latency_runs=20, warmup=2, latency_sentences=4, latency_rounds=5)
+    calls, machine = [], {"forwards": 0, "slow_after": 2 * 2 + 2 * 14}  # warm-ups, then 70% of the timed runs
+    runners = {"a": _SlowRunner("a", 2.0, calls, machine), "b": _SlowRunner("b", 4.0, calls, machine)}
+    out = interleaved_latency(runners, ["w x", "y", "z z", "q"], cfg)
+    timed = calls[4:]
+    assert calls[:4] == ["a", "a", "b", "b"] and timed.count("a") == timed.count("b") == 20
+    rounds = [timed[i:i + 8] for i in range(0, 40, 8)]  # 5 rounds of 4 runs per row
+    assert [r[0] for r in rounds] == ["a", "b", "a", "b", "a"]  # each round starts one row further on
+    assert all(sorted(set(r)) == ["a", "b"] for r in rounds)
+    # timed one after the other, b would have met the slow machine on most of its runs; interleaved, both
+    # rows meet it in the last rounds alike and the 2x between them holds
+    ratio = out["b"]["latency_p50_ms"] / out["a"]["latency_p50_ms"]
+    assert 1.6 < ratio < 2.6, out
+    for row in out.values():
+        low, high = row["latency_p50_round_range_ms"]
+        assert low <= row["latency_p50_ms"] <= high and high > 2 * low  # the slow rounds show in the range
+        assert row["latency_timing"] == "interleaved: 2 rows, 5 rounds"
+
+
+def test_a_build_times_every_row_together_at_the_end(built):
+    from compression import artifacts
+
+    _, out, _ = built
+    rows = [artifacts.read_metrics(f) for f in artifacts.list_variants(out)]
+    assert len(rows) > 3
+    for m in rows:
+        assert m["latency_timing"] == f"interleaved: {len(rows)} rows, 10 rounds", m["variant"]
+        low, high = m["latency_p50_round_range_ms"]
+        assert low <= m["latency_p50_ms"] <= high
+    report = json.loads((out / artifacts.REPORT).read_text())
+    teacher = next(r for r in report["rows"] if r["variant"] == artifacts.TEACHER)
+    for r in report["rows"]:
+        assert r["speedup_vs_teacher"] == pytest.approx(teacher["latency_p50_ms"] / r["latency_p50_ms"])
