@@ -3,7 +3,8 @@
     python docs/screenshot.py --variants-dir variants-full --text "not bad at all"
 
 Starts app.py on a free port, opens it in Debian's Chromium (Playwright), classifies the
-text with the recommended variant highlighted, and saves docs/app.png and docs/compare.png.
+text with the recommended variant highlighted, and saves docs/app.png and docs/compare.png
+(``--prefix demo-``: docs/demo-app.png and docs/demo-compare.png).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def main() -> int:
     ap.add_argument("--variants-dir", default="variants")
     ap.add_argument("--text", default="not bad at all")
     ap.add_argument("--variant", default=None, help="variant to highlight (default: the recommended one)")
+    ap.add_argument("--prefix", default="", help="file name prefix: docs/{prefix}app.png and docs/{prefix}compare.png")
     args = ap.parse_args()
     if args.variant is None:  # the recommended one, as report.json names it
         report = Path(args.variants_dir) / "report.json"
@@ -44,13 +46,13 @@ def main() -> int:
                 page.wait_for_timeout(2000)
                 page.get_by_role("button", name="Classify").click()
             page.wait_for_timeout(4000)  # let the bar charts draw
-            page.screenshot(path=str(REPO / "docs" / "app.png"), full_page=True)
+            page.screenshot(path=str(REPO / "docs" / f"{args.prefix}app.png"), full_page=True)
             page.get_by_role("tab", name="Compare").click()
             page.wait_for_selector("#pareto-plot canvas, #pareto-plot svg", timeout=60000)
             page.wait_for_timeout(3000)
-            page.screenshot(path=str(REPO / "docs" / "compare.png"), full_page=True)
+            page.screenshot(path=str(REPO / "docs" / f"{args.prefix}compare.png"), full_page=True)
             browser.close()
-    print(REPO / "docs" / "app.png", REPO / "docs" / "compare.png")
+    print(REPO / "docs" / f"{args.prefix}app.png", REPO / "docs" / f"{args.prefix}compare.png")
     return 0
 
 
