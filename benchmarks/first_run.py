@@ -5,7 +5,8 @@
 Prints, with the CPU named: seconds until the app's first HTTP 200 (the page, with the build's
 progress on it), minutes until the build's progress file says the family is complete, the
 demo teacher's SST-2 accuracy and every row. The folder must not exist (that is what a first run
-means). CPU-seconds of the build process come from /proc while it runs.
+means). CPU-seconds of the build process come from /proc while it runs. At the end the recommended
+variant is asked ``--text`` ("not bad at all") and its answer printed.
 """
 from __future__ import annotations
 
@@ -34,6 +35,17 @@ def _cpu_seconds(pid: int) -> float | None:
     return sum(int(f) for f in fields[11:15]) / tick
 
 
+def ask(variant: Path, text: str) -> dict:
+    """The variant's label and confidence for one sentence, as the page's Classify gives it."""
+    from compression.loader import load_runner
+    from compression.metrics import softmax
+
+    runner = load_runner(variant, 1)
+    probs = softmax(runner.forward(runner.encode([text])))[0]
+    label = artifacts.read_model_config(variant).get("id2label", {}).get(str(int(probs.argmax())))
+    return {"text": text, "label": label, "confidence": float(probs.max())}
+
+
 def _screenshot(url: str, path: str) -> None:
     """The page as a user sees it while the build runs (Debian's Chromium through Playwright)."""
     from playwright.sync_api import sync_playwright
@@ -54,6 +66,7 @@ def main() -> int:
     ap.add_argument("--variants-dir", required=True)
     ap.add_argument("--json", default="bench-out/first_run.json")
     ap.add_argument("--timeout-min", type=float, default=40)
+    ap.add_argument("--text", default="not bad at all", help="a sentence the recommended variant is asked at the end")
     ap.add_argument("--screenshot", help="save the page (Chromium) here during the first student's training (rows of the "
                                          "cheap variants on it; no latency is being measured then)")
     args = ap.parse_args()
@@ -96,6 +109,10 @@ def main() -> int:
            "rows": {r["variant"]: {k: r.get(k) for k in ("accuracy", "delta_accuracy", "delta_accuracy_ci95", "ood_accuracy",
                                                          "ood_balanced_accuracy", "latency_p50_ms", "size_mb")}
                     for r in report["rows"]}}
+    if report["recommended"]:  # issue #17's demo check, as a user would type it on the page
+        out["recommended_says"] = ask(folder / report["recommended"], args.text)
+        print(f"{report['recommended']} on {args.text!r}: {out['recommended_says']['label']} "
+              f"({out['recommended_says']['confidence']:.3f})")
     print(f"CPU: {out['machine']['cpu']} ({', '.join(out['machine']['flags'])}), {out['machine']['cores']} cores")
     print(f"fresh `python app.py`: page answering after {page_s:.1f} s (target <= 15 s); demo family complete after "
           f"{out['complete_min'] or float('nan'):.1f} min (target <= 10); build CPU {cpu_s or float('nan'):.0f} s; "
