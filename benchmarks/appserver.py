@@ -7,9 +7,9 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
+
+from compression.hubserver import wait_http  # noqa: F401  (the scripts wait for their app with it)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,20 +19,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 180, poll_s: float = 0.3) -> float:
-    """Seconds until ``url`` answers; raises if ``proc`` exits first or nothing answers in ``timeout_s``."""
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout_s:
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"app.py exited with {proc.returncode} before {url} answered")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return time.perf_counter() - t0
-        except OSError:
-            time.sleep(poll_s)
-    raise SystemExit(f"{url} did not answer within {timeout_s:.0f} s")
 
 
 @contextlib.contextmanager

@@ -80,7 +80,7 @@ def main() -> int:
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     done_s = cpu_s = None
     try:
-        wait_http(f"http://127.0.0.1:{port}/", proc, timeout_s=600, poll_s=0.2)
+        wait_http(f"http://127.0.0.1:{port}/", proc, seconds=600, poll_s=0.2)
         page_s = time.perf_counter() - t0  # from before the process started
         print(f"page answering after {page_s:.1f} s", flush=True)
         build_pid, shot = None, args.screenshot

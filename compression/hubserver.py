@@ -338,17 +338,20 @@ def space_output(proc) -> str:
     return proc.log_path.read_text(errors="replace")
 
 
-def wait_http(url, proc, seconds=180):
-    import time
+def wait_http(url: str, proc=None, seconds: float = 180, poll_s: float = 0.5) -> float:
+    """Seconds until ``url`` answers. AssertionError if ``proc`` exits first (with what it printed, where
+    ``start_space`` logs it to a file) or nothing answers within ``seconds``. The tests and the
+    benchmarks that start an app or a Space wait with this one function."""
     import urllib.request
 
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the Space app exited early:\n{space_output(proc)}")
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        if proc is not None and proc.poll() is not None:
+            printed = space_output(proc) if hasattr(proc, "log_path") else ""
+            raise AssertionError(f"the app exited with {proc.returncode} before {url} answered\n{printed}".rstrip())
         try:
             urllib.request.urlopen(url, timeout=2)
-            return
+            return time.perf_counter() - t0
         except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"the Space app did not answer within {seconds} s")
+            time.sleep(poll_s)
+    raise AssertionError(f"{url} did not answer within {seconds:.0f} s")

@@ -411,3 +411,17 @@ def test_a_users_own_data_is_named_on_its_card_and_sst2_nowhere(hub, tmp_path, t
         assert results["dataset"]["name"] == "support_tickets.csv" and "datasets" not in meta
         assert "SST-2" not in card and "glue" not in card.lower() and "sentiment-analysis" not in meta["tags"]
         assert "airline" not in card.lower() and "negative, positive" in card
+
+
+def test_wait_http_says_when_the_app_died_instead_of_waiting_out_the_timeout():
+    import subprocess
+    import sys
+    import time
+
+    from conftest import free_port
+
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+    t0 = time.perf_counter()
+    with pytest.raises(AssertionError, match="exited with 3 before"):
+        wait_http(f"http://127.0.0.1:{free_port()}/", proc, seconds=60, poll_s=0.05)
+    assert time.perf_counter() - t0 < 30
