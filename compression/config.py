@@ -148,7 +148,7 @@ class EvalConfig:
     bootstrap behind every "difference to the teacher" interval; 0 turns intervals off),
     throughput_sentences (evaluation sentences timed in padded batches for the throughput column),
     latency_rounds (the final timing pass of a build or ``evaluate`` splits each row's ``latency_runs``
-    into this many rounds (at most one run each), and every round visits every row: rows are timed at one moment, so a
+    into this many rounds, fewer when there are fewer runs, and every round visits every row: rows are timed at one moment, so a
     shared machine slowing down for a minute slows them alike and their ratios hold).
 
     Accuracy is always measured as the model is served: one sentence per request, or unpadded

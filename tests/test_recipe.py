@@ -59,6 +59,7 @@ def test_bad_variants_fail_early(variants, message, tiny_model, tiny_data):
         ({"teacher": {"learning_rate": 5}}, "learning_rate must be in (0, 1)"),
         ({"dataset": {"train_samples": 0}}, "train_samples must be a positive integer"),
         ({"variants": {}}, "non-empty mapping"),
+        ({"evaluation": {"latency_rounds": 0}}, "latency_rounds must be >= 1"),
     ],
 )
 def test_bad_sections_fail_early(patch, message, tiny_model, tiny_data):
