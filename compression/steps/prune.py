@@ -243,6 +243,12 @@ def _check_structured(cfg: StructuredPruneConfig, config) -> None:
             raise ValueError(f"pruning every head of layer {layer} would disconnect it; keep at least one")
 
 
+def _autocast(precision: str):
+    """The forward of importance and means passes: bf16 autocast on the CPU when ``precision`` is bf16
+    (weights and gradients stay fp32), as training does."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16" and not torch.cuda.is_available())
+
+
 def taylor_importance(model, batches, precision: str = "fp32") -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Accumulated |w·∂L/∂w| per head [layers, heads] and per FFN neuron (list per layer).
 
@@ -256,7 +262,7 @@ def taylor_importance(model, batches, precision: str = "fp32") -> tuple[torch.Te
     model.train()
     for batch, labels in batches:
         model.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16" and not torch.cuda.is_available()):
+        with _autocast(precision):
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
         F.cross_entropy(logits.float(), labels.to(device)).backward()
         with torch.no_grad():
@@ -378,7 +384,7 @@ def ffn_means(model, batches, precision: str = "fp32") -> list[torch.Tensor]:
             batch = {k: v.to(device) for k, v in batch.items()}
             state["mask"] = batch["attention_mask"].unsqueeze(-1).float()
             state["tokens"] += float(batch["attention_mask"].sum())
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16" and not torch.cuda.is_available()):
+            with _autocast(precision):
                 model(**batch)
     finally:
         for h in handles:
