@@ -266,7 +266,7 @@ def retime(out_dir: Path, recipe: Recipe, texts: list[str]) -> None:
             runners[folder.name] = load_runner(folder, cfg.threads, recipe.dataset.max_length)
         except ArtifactError as exc:
             log.warning("%s: not re-timed (%s)", folder.name, str(exc).splitlines()[0])
-    if len(runners) < 2:
+    if not runners:
         return
     t0 = time.perf_counter()
     for name, lat in interleaved_latency(runners, texts, cfg).items():
@@ -410,7 +410,7 @@ def evaluate_dir(out_dir: str | Path, base_dir: Path | None = None) -> dict:
     reference = None
     for folder in tqdm(folders, desc="evaluate", unit="variant"):
         runner = load_runner(folder, cfg.threads, recipe.dataset.max_length)
-        metrics, preds = measure(runner, splits["eval"], cfg, reference, splits.get("ood"))
+        metrics, preds = measure(runner, splits["eval"], cfg, reference, splits.get("ood"), timing=False)  # retime below
         if folder.name == artifacts.TEACHER:
             reference = preds
             metrics.update(_teacher_extra(splits))

@@ -73,13 +73,12 @@ def quality(logits: np.ndarray, labels, reference: np.ndarray | None = None, mul
 def latency(runner: Runner, texts: list[str], cfg: EvalConfig) -> dict:
     """Batch-1 latency in ms (tokenization excluded, so rows compare the model alone)."""
     encoded = [runner.encode([t]) for t in texts[: cfg.latency_sentences]]
-    times = time_forward(runner, encoded, cfg.latency_runs, cfg.warmup)
-    return {
-        "latency_p50_ms": float(np.percentile(times, 50)),
-        "latency_p95_ms": float(np.percentile(times, 95)),
-        "latency_mean_ms": float(np.mean(times)),
-        "latency_timing": "alone",
-    }
+    return {**_latency_stats(time_forward(runner, encoded, cfg.latency_runs, cfg.warmup)), "latency_timing": "alone"}
+
+
+def _latency_stats(times: list[float]) -> dict:
+    return {"latency_p50_ms": float(np.percentile(times, 50)), "latency_p95_ms": float(np.percentile(times, 95)),
+            "latency_mean_ms": float(np.mean(times))}
 
 
 def interleaved_latency(runners: dict[str, Runner], texts: list[str], cfg: EvalConfig) -> dict[str, dict]:
@@ -108,8 +107,7 @@ def interleaved_latency(runners: dict[str, Runner], texts: list[str], cfg: EvalC
             ms = [timed_forward(runners[n], enc[(start + i) % len(enc)])[1] for i in range(todo)]
             times[n] += ms
             rounds[n].append(float(np.median(ms)))
-    return {n: {"latency_p50_ms": float(np.percentile(times[n], 50)), "latency_p95_ms": float(np.percentile(times[n], 95)),
-                "latency_mean_ms": float(np.mean(times[n])), "latency_p50_round_range_ms": [min(rounds[n]), max(rounds[n])],
+    return {n: {**_latency_stats(times[n]), "latency_p50_round_range_ms": [min(rounds[n]), max(rounds[n])],
                 "latency_timing": f"interleaved: {len(names)} rows, {len(rounds[n])} rounds"} for n in names}
 
 
@@ -192,8 +190,10 @@ def weight_stats(runner: Runner) -> tuple[int, float]:
     return params, (zeros / total if total else 0.0)
 
 
-def measure(runner: Runner, data, cfg: EvalConfig, reference: dict | None = None, ood=None) -> tuple[dict, dict]:
+def measure(runner: Runner, data, cfg: EvalConfig, reference: dict | None = None, ood=None,
+            timing: bool = True) -> tuple[dict, dict]:
     """All metrics of one runner on ``data`` (TextData with labels): (metrics, predictions).
+    ``timing`` False leaves batch-1 latency out, for a caller that times every row together afterwards.
 
     Accuracy and the out-of-domain columns (``ood``, a TextData) are measured as served
     (``served``); throughput in padded batches of ``cfg.throughput_batch`` on the first
@@ -225,7 +225,8 @@ def measure(runner: Runner, data, cfg: EvalConfig, reference: dict | None = None
                                      strata=np.asarray(ood.labels))
             metrics.update(ood_delta_balanced_accuracy=diff["delta"], ood_delta_balanced_accuracy_ci95=diff["ci95"])
     _, metrics["throughput_per_s"] = timed_logits(runner, data.texts[: cfg.throughput_sentences], cfg.throughput_batch)
-    metrics.update(latency(runner, data.texts, cfg))
+    if timing:
+        metrics.update(latency(runner, data.texts, cfg))
     metrics["size_mb"], metrics["gzip_mb"] = file_sizes(runner.model_file)
     metrics["params"], metrics["sparsity"] = weight_stats(runner)
     metrics.update(eval_samples=len(data.texts), threads=cfg.threads, batch_invariant=runner.batch_invariant,

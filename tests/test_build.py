@@ -165,6 +165,8 @@ def test_evaluate_dir_remeasures_every_row_in_one_run(built, tmp_path):
     for name, row in again.items():
         assert row["latency_p50_ms"] < 999.0 and row["accuracy"] == pytest.approx(before[name]["accuracy"])
         assert row["steps"] == before[name]["steps"]  # build-time facts kept
+        timing = json.loads((work / name / "metrics.json").read_text())["latency_timing"]
+        assert timing.startswith("interleaved"), timing  # evaluate's latencies come from one timing pass
 
 
 def test_distill_prune_vocab_chain_in_a_real_build_trains_the_shared_prefix_once(tiny_model, tiny_data, tmp_path, caplog):
