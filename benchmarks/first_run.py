@@ -39,10 +39,11 @@ def ask(variant: Path, text: str) -> dict:
     """The variant's label and confidence for one sentence, as the page's Classify gives it."""
     from compression.loader import load_runner
     from compression.metrics import softmax
+    from compression.runtime import id2label
 
     runner = load_runner(variant, 1)
     probs = softmax(runner.forward(runner.encode([text])))[0]
-    label = artifacts.read_model_config(variant).get("id2label", {}).get(str(int(probs.argmax())))
+    label = id2label(runner.config).get(int(probs.argmax()))
     return {"text": text, "label": label, "confidence": float(probs.max())}
 
 

@@ -100,9 +100,9 @@ def student(teacher, tok, pool, s: dict):
     raise SystemExit(f"unknown kind {kind!r}")
 
 
-def int8_ms(model, tok, texts, work: Path, name: str, fused: bool, dev=None) -> float | tuple[float, float]:
-    """Batch-1 p50 of the model's (fused +) dynamic-int8 graph on one thread, mean over ``texts``, 5 rounds;
-    with ``dev``, also that graph's accuracy on it as served (one sentence at a time)."""
+def int8_ms(model, tok, texts, work: Path, name: str, fused: bool, dev=None) -> tuple[float, float | None]:
+    """Batch-1 p50 of the model's (fused +) dynamic-int8 graph on one thread, mean over ``texts``, 5 rounds,
+    and with ``dev`` that graph's accuracy on it as served (one sentence at a time; else None)."""
     import shutil
     import statistics
 
@@ -134,7 +134,7 @@ def int8_ms(model, tok, texts, work: Path, name: str, fused: bool, dev=None) -> 
         pred = runner.served_logits(dev.texts).argmax(-1)
         acc = sum(int(p) == y for p, y in zip(pred, dev.labels)) / len(dev)
     shutil.rmtree(folder, ignore_errors=True)
-    return statistics.median(rounds) if dev is None else (statistics.median(rounds), acc)
+    return statistics.median(rounds), acc
 
 
 def main() -> int:
@@ -185,7 +185,7 @@ def main() -> int:
         row = {"setting": spec, **s, "train_s": round(seconds, 1), "dev_accuracy": acc, "teacher_dev_accuracy": teacher_acc}
         speed = ""
         if s["speed"]:
-            row["teacher_int8_ms"] = int8_ms(teacher, tok, dev.texts[:50], work, "teacher-int8", fused=False)
+            row["teacher_int8_ms"], _ = int8_ms(teacher, tok, dev.texts[:50], work, "teacher-int8", fused=False)
             row["student_fused_int8_ms"], row["student_fused_int8_dev_accuracy"] = int8_ms(
                 trained, tok, dev.texts[:50], work, "student-int8", fused=True, dev=dev)
             speed = (f"  int8 {row['student_fused_int8_ms']:.2f} ms = {row['teacher_int8_ms'] / row['student_fused_int8_ms']:.2f}x "
