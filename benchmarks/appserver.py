@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from compression.hubserver import wait_http  # noqa: F401  (the scripts wait for their app with it)
+from compression.hubserver import free_port, wait_http  # noqa: F401  (the scripts start and wait for their app with them)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -338,6 +338,15 @@ def space_output(proc) -> str:
     return proc.log_path.read_text(errors="replace")
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it): the test Hub's, the apps' of tests and benchmarks."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_http(url: str, proc=None, seconds: float = 180, poll_s: float = 0.5) -> float:
     """Seconds until ``url`` answers. AssertionError if ``proc`` exits first (with what it printed, where
     ``start_space`` logs it to a file) or nothing answers within ``seconds``. The tests and the

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import socket
 import tempfile
+
+from compression.hubserver import free_port  # stdlib only: nothing imports huggingface_hub before HF_ENDPOINT is set
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -27,12 +28,6 @@ def finished_stamps(folder) -> dict:
 
     return {f.name: (f / "compression_config.json").stat().st_mtime_ns for f in artifacts.list_variants(folder)}
 
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (the test Hub's, the app tests')."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # The test Hub must be known before huggingface_hub is imported anywhere: its

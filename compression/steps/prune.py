@@ -318,6 +318,13 @@ def prune_heads_ffn(model, heads_to_prune: dict[int, list[int]], ffn_keep: list[
     return model
 
 
+def removed_mask(n: int, keep: torch.Tensor, device=None) -> torch.Tensor:
+    """True for each of ``n`` FFN neurons not in ``keep`` (the ones a pruning removes)."""
+    dead = torch.ones(n, dtype=torch.bool, device=device)
+    dead[keep.to(dead.device)] = False
+    return dead
+
+
 def select_units(head_imp, ffn_imp, cfg: StructuredPruneConfig, scale: float = 1.0, removed=None, kept=None):
     """Heads to remove and FFN neurons to keep at ``scale`` of the config's fractions.
 
@@ -334,9 +341,7 @@ def select_units(head_imp, ffn_imp, cfg: StructuredPruneConfig, scale: float = 1
         for i, score in enumerate(ffn_imp):
             score = score.clone()
             if kept is not None:
-                dead = torch.ones_like(score, dtype=torch.bool)
-                dead[kept[i]] = False
-                score[dead] = -1.0
+                score[removed_mask(score.numel(), kept[i])] = -1.0
             keep.append(torch.sort(torch.topk(score, n_keep).indices).values)
     return heads, keep
 
@@ -357,8 +362,7 @@ def zero_units(model, heads: dict[int, list[int]], keep: list[torch.Tensor] | No
             att.output.dense.weight[:, rows] = 0
         if keep is not None:
             inter, out = layer.intermediate.dense, layer.output.dense
-            dead = torch.ones(inter.out_features, dtype=torch.bool, device=inter.weight.device)
-            dead[keep[i].to(dead.device)] = False
+            dead = removed_mask(inter.out_features, keep[i], inter.weight.device)
             inter.weight[dead] = 0
             inter.bias[dead] = 0
             out.weight[:, dead] = 0
@@ -403,8 +407,7 @@ def compensate_biases(model, keep: list[torch.Tensor] | None, means: list[torch.
         return
     for i, layer in enumerate(encoder_layers(model)):
         out = layer.output.dense
-        dead = torch.ones(out.in_features, dtype=torch.bool)
-        dead[keep[i].cpu()] = False
+        dead = removed_mask(out.in_features, keep[i])
         out.bias += out.weight[:, dead.to(out.weight.device)] @ means[i][dead].to(out.weight)
 
 
