@@ -22,7 +22,8 @@ as served, one sentence at a time), transfer
 32,000; unused = the pool's rows the teacher never saw), sched (oneshot: prune, then KD; gradual:
 ``events`` removals over the first ``ramp`` of the KD steps, each ranked afresh on its share of the
 importance batches), events, ramp, comp (1: bias compensation, the removed FFN neurons' mean activation
-folded into the FFN output bias before removal), kd (0: score the student as built, before any KD).
+folded into the FFN output bias before removal), kd (0: score the student as built, before any KD), minw (KD only on
+phrases of at least this many words, then ``samples`` of them).
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ from compression.teacher import train_teacher  # noqa: E402
 
 DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
-            "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "kd": 1}
+            "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "kd": 1, "minw": 0}
 
 
 def parse(spec: str) -> dict:
@@ -166,7 +167,8 @@ def main() -> int:
         model, layers, gradual = student(teacher, tok, pool, s)
         cfg = DistillConfig(num_layers=1, epochs=s["epochs"], train_samples=s["samples"], learning_rate=s["lr"],
                             alpha=s["alpha"], temperature=s["T"], hidden_weight=s["hidden"], seed=s["seed"],
-                            dropout=None if s["dropout"] < 0 else s["dropout"], precision=s["precision"], batch_size=s["batch"])
+                            dropout=None if s["dropout"] < 0 else s["dropout"], precision=s["precision"], batch_size=s["batch"],
+                            min_words=s["minw"])
         t0 = time.perf_counter()
         rows_ = transfer[s["transfer"]]
         data = type(pool)([pool.texts[i] for i in rows_], [pool.labels[i] for i in rows_])

@@ -183,6 +183,9 @@ class EvalConfig:
 
 
 DISPLAY_ONLY = ("name", "hub_id", "hub_config", "task", "tags")  # DatasetConfig fields that name data, not shape a model
+# Step fields added after folders were built, each with the value that does what the builds did before it
+# existed: at that value the field is left out of the fingerprint, so adding it rebuilds nothing.
+LATER_FIELDS = {"min_words": 0}
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,8 @@ class VariantSpec:
             "base_model": recipe.base_model,
             "dataset": {k: v for k, v in plain(dataclasses.asdict(recipe.dataset)).items() if k not in DISPLAY_ONLY},
             "teacher": plain(dataclasses.asdict(recipe.teacher)),
-            "steps": [s.to_obj() for s in self.steps],
+            "steps": [{n: {k: v for k, v in c.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
+                       for n, c in s.to_obj().items()} for s in self.steps],
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

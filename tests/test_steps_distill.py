@@ -78,9 +78,47 @@ def test_kd_uses_train_samples_and_leaves_thread_settings_alone(tiny_model, tiny
 def test_train_config_rejects_bad_knobs():
     from compression.steps.training import TrainConfig
 
-    for bad in ({"train_samples": 0}, {"warmup_ratio": 1.0}, {"max_grad_norm": 0}, {"alpha": 2}):
+    for bad in ({"train_samples": 0}, {"warmup_ratio": 1.0}, {"max_grad_norm": 0}, {"alpha": 2}, {"min_words": -1}):
         with pytest.raises(ValueError):
             TrainConfig(**bad)
+
+
+def test_min_words_keeps_kd_to_long_phrases_and_changes_nothing_when_zero():
+    import random
+
+    from compression.steps.training import TrainConfig, kd_subset
+
+    texts = ["good", "not bad", "a film", "not bad at all", "one of the best films of the year", "dull and long"] * 10
+    long = kd_subset(texts, TrainConfig(min_words=3))
+    assert long and all(len(texts[i].split()) >= 3 for i in long)
+    assert len(long) == 30                                  # every long phrase, none of the short ones
+    some = kd_subset(texts, TrainConfig(min_words=3, train_samples=7, seed=1))
+    assert len(some) == 7 and set(some) <= set(long) and some == sorted(some)
+    # min_words 0 draws exactly the subset the builds drew before the field existed
+    assert kd_subset(texts, TrainConfig(train_samples=7, seed=1)) == sorted(random.Random(1).sample(range(60), 7))
+    assert kd_subset(texts, TrainConfig()) is None
+    with pytest.raises(ValueError, match="min_words=9: no training sentence"):
+        kd_subset(texts, TrainConfig(min_words=9))
+
+
+def test_kd_steps_follow_the_long_phrases_left(tiny_model, tiny_data):
+    """The step count (and so the build's ETA) comes from the sentences min_words leaves, not the split's size."""
+    from transformers import AutoTokenizer
+
+    from compression.data import TextData, read_file
+    from compression.steps.training import TrainConfig, distill, kd_subset
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
+    rows = read_file(tiny_data / "train.tsv", "sentence", "label")
+    # SST-2-like: every third row cut to a two-word sub-phrase
+    data = TextData([" ".join(t.split()[:2]) if i % 3 == 0 else t for i, t in enumerate(rows.texts)], rows.labels)
+    cfg = TrainConfig(epochs=1, batch_size=10, min_words=4)
+    n = len(kd_subset(data.texts, cfg))
+    assert 0 < n < len(data)
+    steps = []
+    distill(teacher, make_student(teacher, (1,)), data, cfg, tok, max_length=32, on_step=lambda s, t: steps.append(t))
+    assert len(steps) == math.ceil(n / 10)
 
 
 def test_hidden_state_kd_pulls_the_students_layers_toward_the_teachers(tiny_model, tiny_data):

@@ -43,6 +43,8 @@ class TrainConfig:
     seed: int = 0
     freeze_embeddings: bool = True   # on CPU the 11.7M-row table's update costs more than a 3-layer step
     train_samples: int | None = None # KD on a deterministic subset: students need signal, not every sub-phrase
+    min_words: int = 0               # KD only on phrases of at least this many words (before train_samples): users and
+                                     # validation send whole sentences; SST-2's 1-3 word sub-phrases say little about them
     weight_decay: float = 0.01       # AdamW default of BERT fine-tuning
     warmup_ratio: float = 0.1        # linear warm-up share of the steps, then linear decay to 0
     max_grad_norm: float = 1.0       # clipping: KD on fresh students spikes early
@@ -56,6 +58,8 @@ class TrainConfig:
         check_precision(self.precision, self.dropout)
         if self.transfer not in ("train", "unused", "all"):
             raise ValueError(f"transfer must be train, unused or all, got {self.transfer!r}")
+        if self.min_words < 0:
+            raise ValueError(f"min_words must be >= 0, got {self.min_words}")
         if self.train_samples is not None and self.train_samples < 1:
             raise ValueError(f"train_samples must be a positive integer or null, got {self.train_samples}")
         if not 0 <= self.warmup_ratio < 1 or self.max_grad_norm <= 0 or self.weight_decay < 0:
@@ -76,11 +80,17 @@ def sentence_passes(cfg: TrainConfig, n_train: int) -> float:
     return float(train_steps(max(n_train, 1), cfg) * cfg.batch_size)
 
 
-def kd_subset(n: int, cfg: TrainConfig) -> list[int] | None:
-    """The training sentences a KD run uses (a deterministic subset when ``train_samples`` < n)."""
-    if cfg.train_samples is not None and cfg.train_samples < n:
-        return sorted(random.Random(cfg.seed).sample(range(n), cfg.train_samples))
-    return None
+def kd_subset(texts: list[str], cfg: TrainConfig) -> list[int] | None:
+    """The training sentences a KD run uses: those of at least ``min_words`` words, then a deterministic
+    subset of ``train_samples`` of them (None: every sentence)."""
+    pool = range(len(texts))
+    if cfg.min_words > 0:
+        pool = [i for i, t in enumerate(texts) if len(t.split()) >= cfg.min_words]
+        if not pool:
+            raise ValueError(f"min_words={cfg.min_words}: no training sentence is that long")
+    if cfg.train_samples is not None and cfg.train_samples < len(pool):
+        return sorted(random.Random(cfg.seed).sample(pool, cfg.train_samples))
+    return None if len(pool) == len(texts) else list(pool)
 
 
 def transfer_split(splits: dict, cfg: TrainConfig) -> str:
@@ -101,7 +111,7 @@ def kd_finetune(state, cfg: TrainConfig, ctx, on_step=None, after_step=None, lay
         train, unused = ctx.splits["train"], ctx.splits["unused"]
         ctx.splits["all"] = TextData(train.texts + unused.texts, train.labels + unused.labels)
     data = ctx.splits[name]
-    cached = None if cfg.hidden_weight else ctx.teacher_train_logits(kd_subset(len(data), cfg), name)
+    cached = None if cfg.hidden_weight else ctx.teacher_train_logits(kd_subset(data.texts, cfg), name)
     state.model = distill(ctx.teacher, state.model, data, cfg, state.tokenizer, cached,
                           ctx.recipe.dataset.max_length, layer_map, on_step, after_step, getattr(ctx, "train_step", None))
     return state
@@ -123,7 +133,7 @@ def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits:
     use_hidden = cfg.hidden_weight > 0
     if teacher_logits is None and not use_hidden:
         teacher_logits = teacher_logits_for(teacher, tokenizer, data.texts, max_length)
-    idx = kd_subset(len(data), cfg)
+    idx = kd_subset(data.texts, cfg)
     if idx is not None:
         data = type(data)([data.texts[i] for i in idx], [data.labels[i] for i in idx])
         teacher_logits = teacher_logits[idx] if teacher_logits is not None else None
