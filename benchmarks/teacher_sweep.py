@@ -13,7 +13,8 @@ deterministic subset of that pool and is scored on the dev slice. Prints a table
 JSON with wall time and the CPU named.
 
 Settings are comma-separated key=value: samples (training phrases), epochs, lr, batch,
-freeze_layers, warmup, precision (auto/fp32/bf16), dropout (-1 = the model's own), seed.
+freeze_layers, warmup, precision (auto/fp32/bf16), dropout (-1 = the model's own), seed, minw (train only on
+pool phrases of at least this many words; ``samples`` of them, or all when fewer: "fewer, longer sentences").
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def dev_split(train: TextData, seed: int = 0) -> tuple[TextData, TextData]:
 
 def parse(spec: str) -> dict:
     out = {"samples": 32000, "epochs": 1.0, "lr": 1e-4, "batch": 32, "freeze_layers": 0, "warmup": 0.06,
-           "precision": "fp32", "dropout": -1.0, "seed": 42}
+           "precision": "fp32", "dropout": -1.0, "seed": 42, "minw": 0}
     for part in filter(None, spec.split(",")):
         key, value = part.split("=")
         if key not in out:
@@ -91,9 +92,13 @@ def main() -> int:
         tcfg = TeacherConfig(epochs=s["epochs"], batch_size=s["batch"], learning_rate=s["lr"], warmup_ratio=s["warmup"],
                              freeze_embeddings=True, freeze_layers=s["freeze_layers"], precision=s["precision"],
                              dropout=None if s["dropout"] < 0 else s["dropout"], seed=s["seed"])
+        source = pool
+        if s["minw"]:
+            long = [i for i, t in enumerate(pool.texts) if len(t.split()) >= s["minw"]]
+            source = TextData([pool.texts[i] for i in long], [pool.labels[i] for i in long])
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as work:
-            model, tok = train_teacher(resolve_base_model(None), pool.subset(s["samples"], dcfg.seed), dcfg, tcfg, Path(work))
+            model, tok = train_teacher(resolve_base_model(None), source.subset(s["samples"], dcfg.seed), dcfg, tcfg, Path(work))
         train_s = time.perf_counter() - t0
         rows.append({"setting": spec, **s, "train_s": round(train_s, 1), "dev_accuracy": accuracy(model, tok, dev)})
         print(f"{spec:45s} train {train_s:6.1f} s  dev accuracy {rows[-1]['dev_accuracy']:.4f}", flush=True)
