@@ -19,7 +19,7 @@ from . import artifacts
 from . import steps as _steps  # noqa: F401  (registers the steps whose docs and relations cards use)
 from .errors import AuthError, PublishError
 from .registry import chain_relation, get_step
-from .report import delta_text
+from .report import EDGE_SIZE, EDGE_SPEED, delta_text
 
 log = logging.getLogger(__name__)
 TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
@@ -56,8 +56,10 @@ def describe_step(call: dict) -> str:
     return f"`{name}`{f' ({opts})' if opts else ''}: {doc}"
 
 
-def build_card(folder: Path, repo_id: str, teacher_repo: str | None, teacher_metrics: dict | None, recommended: bool):
-    """The model card of one variant folder: every name and number from its saved recipe and metrics."""
+def build_card(folder: Path, repo_id: str, teacher_repo: str | None, teacher_metrics: dict | None, recommended: bool,
+               edge: bool = False):
+    """The model card of one variant folder: every name and number from its saved recipe and metrics; ``edge``:
+    the report found it at least EDGE_SPEED x as fast as Optimum's int8 route at EDGE_SIZE of its size or less."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     m = artifacts.read_metrics(folder)
@@ -109,7 +111,8 @@ def build_card(folder: Path, repo_id: str, teacher_repo: str | None, teacher_met
     return ModelCard.from_template(
         card_data, template_str=TEMPLATE.read_text(), repo_name=repo_id.split("/")[-1], variant=folder.name, summary=summary,
         teacher_repo=None if is_teacher else teacher_repo, base_model=own_base or cc.get("base_model"),
-        recommended=recommended, steps=steps, m=m, t=tview, snippet=snippet, onnx=onnx, mobile=(folder / artifacts.ORT_MOBILE).is_file(),
+        recommended=recommended, edge=edge, edge_speed=f"{EDGE_SPEED:g}", edge_size=f"{EDGE_SIZE:g}",
+        steps=steps, m=m, t=tview, snippet=snippet, onnx=onnx, mobile=(folder / artifacts.ORT_MOBILE).is_file(),
         runtime="ONNX Runtime" if onnx else "PyTorch", project_url=PROJECT_URL, data=data, labels=labels,
         delta=delta_text(m), tolerance_pt=f"{tolerance * 100:.1f}",
     )
@@ -153,6 +156,7 @@ def publish(variants_dir, namespace: str, prefix: str = "minilm-sst2", private: 
     folders = plan(variants_dir)
     report = artifacts.read_json(variants_dir / artifacts.REPORT)
     recommended = report.get("recommended")
+    edge = {r["variant"] for r in report.get("rows", []) if r.get("edge_over_optimum_int8")}
     teacher_metrics = artifacts.read_metrics(variants_dir / artifacts.TEACHER)
     repos = {f.name: f"{namespace}/{prefix}-{f.name}" for f in folders}
     teacher_repo = repos.get("teacher")
@@ -163,7 +167,8 @@ def publish(variants_dir, namespace: str, prefix: str = "minilm-sst2", private: 
             repo_id = repos[folder.name]
             stage = Path(staging) / folder.name
             shutil.copytree(folder, stage)
-            build_card(folder, repo_id, teacher_repo, teacher_metrics, folder.name == recommended).save(stage / "README.md")
+            build_card(folder, repo_id, teacher_repo, teacher_metrics, folder.name == recommended,
+                       folder.name in edge).save(stage / "README.md")
             if dry_run:
                 print(f"would publish {folder} -> {repo_id}: {', '.join(sorted(p.name for p in stage.iterdir()))}")
                 continue

@@ -1,9 +1,11 @@
 """Report over all rows: Markdown, CSV, Pareto plot, recommended variant.
 
 The Pareto front is over (accuracy up, p50 latency down, size down). The
-recommended variant is picked *from the front* among deployable (ONNX) rows: the
-fastest front variant whose accuracy is within ``tolerance`` of the teacher's (then the
-smallest), else the most accurate. PyTorch rows (teacher, torch-int8) are references,
+recommended variant is picked *from the front* among deployable (ONNX) rows whose accuracy
+is within ``tolerance`` of the teacher's: first those with the edge this project exists for,
+at least ``EDGE_SPEED``x the speed of Optimum's int8 route (the fastest ``export`` +
+``quantize_dynamic`` row) at most ``EDGE_SIZE`` of its size; among them, or among all close
+rows when none has it, the fastest (then the smallest). None close: the most accurate. PyTorch rows (teacher, torch-int8) are references,
 never recommended. Every row carries its difference to the teacher on the same sentences
 with a 95% paired-bootstrap interval; a row whose whole interval lies below ``-tolerance``
 is marked significantly worse than the tolerance allows.
@@ -51,6 +53,20 @@ def pareto_front(rows: list[dict]) -> list[str]:
 
 
 SPEED_TIE = 1.05  # p50 latencies within 5% are run-to-run noise on a shared CPU: the smaller file wins
+OPTIMUM_ROUTE = ["export", "quantize_dynamic"]  # the steps of Optimum's own int8 route (ORTQuantizer, dynamic)
+EDGE_SPEED, EDGE_SIZE = 2.0, 0.5  # a row this much faster and smaller than that route wins over a merely faster one
+
+
+def optimum_route(rows: list[dict]) -> dict | None:
+    """The fastest row made by Optimum's own int8 route, or None (a family without one)."""
+    route = [r for r in rows if r.get("steps") == OPTIMUM_ROUTE]
+    return min(route, key=lambda r: r["latency_p50_ms"]) if route else None
+
+
+def has_edge(row: dict, route: dict | None) -> bool:
+    """At least EDGE_SPEED x the route's batch-1 speed at no more than EDGE_SIZE of its size."""
+    return (route is not None and row is not route and row["latency_p50_ms"] * EDGE_SPEED <= route["latency_p50_ms"]
+            and row["size_mb"] <= EDGE_SIZE * route["size_mb"])
 
 
 def significantly_worse(row: dict, tolerance: float) -> bool:
@@ -70,13 +86,16 @@ def delta_text(row: dict) -> str:
 
 def recommend(rows: list[dict], teacher_accuracy: float | None, tolerance: float = 0.01) -> str | None:
     """The fastest servable front row whose accuracy is within ``tolerance`` of the teacher's (a
-    point estimate: the interval is shown beside it), ties within 5% going to the smaller file."""
+    point estimate: the interval is shown beside it), ties within 5% going to the smaller file; rows
+    with the edge over Optimum's int8 route (``has_edge``) first, where any has it."""
     front = set(pareto_front(rows))
     candidates = [r for r in rows if r["variant"] in front and r.get("format", FORMAT_ONNX) in SERVABLE and r["variant"] != TEACHER]
     if not candidates:
         return None
     if teacher_accuracy is not None:
         close = [r for r in candidates if r["accuracy"] >= teacher_accuracy - tolerance]
+        route = optimum_route(rows)
+        close = [r for r in close if has_edge(r, route)] or close
         if close:
             fastest = min(r["latency_p50_ms"] for r in close)
             tied = [r for r in close if r["latency_p50_ms"] <= fastest * SPEED_TIE]
@@ -102,7 +121,9 @@ def write_report(out_dir: Path, tolerance: float = 0.01) -> dict:
     teacher = next((r for r in rows if r["variant"] == TEACHER), None)
     front = pareto_front(rows)
     best = recommend(rows, teacher["accuracy"] if teacher else None, tolerance)
+    route = optimum_route(rows)
     for r in rows:
+        r["edge_over_optimum_int8"] = has_edge(r, route)
         r["pareto"] = r["variant"] in front
         r["recommended"] = r["variant"] == best
         r["significantly_worse"] = significantly_worse(r, tolerance)
@@ -110,7 +131,11 @@ def write_report(out_dir: Path, tolerance: float = 0.01) -> dict:
             r["size_ratio_vs_teacher"] = teacher["size_mb"] / r["size_mb"]
             r["speedup_vs_teacher"] = teacher["latency_p50_ms"] / r["latency_p50_ms"]
 
+    edge = [r["variant"] for r in rows if r["edge_over_optimum_int8"]]
+    edge_note = (f" (here: {', '.join(edge)}, against {route['variant']})" if edge else
+                 f" (none here, against {route['variant']})" if route else " (no such route in this family)")
     keys = [k for k, _, _ in COLUMNS] + ["delta_accuracy_ci95", "flips_gained", "pareto", "recommended", "significantly_worse",
+                                         "edge_over_optimum_int8",
                                          "size_ratio_vs_teacher", "speedup_vs_teacher"]
     with (out_dir / "report.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
@@ -147,8 +172,9 @@ def write_report(out_dir: Path, tolerance: float = 0.01) -> dict:
         "",
         f"Pareto front (accuracy ↑, p50 latency ↓, size ↓): {', '.join(front)}.",
         f"Recommended: **{best}** — the fastest ONNX variant on the front whose accuracy is within {tolerance * 100:.1f} "
-        "points of the teacher's (the point estimate; latencies within 5% count as a tie, won by the smaller file; else the "
-        "most accurate ONNX variant on the front). ↓ marks rows whose whole 95% interval lies more than "
+        f"points of the teacher's (the point estimate; latencies within 5% count as a tie, won by the smaller file), "
+        f"taken first from those at least {EDGE_SPEED:g}× as fast as Optimum's int8 route at most {EDGE_SIZE:g}× its size "
+        f"where any is{edge_note}; else the most accurate ONNX variant on the front. ↓ marks rows whose whole 95% interval lies more than "
         f"{tolerance * 100:.1f} points below the teacher: significantly worse than the tolerance allows.",
         "",
         "Sparsity only shrinks the gzip column: a dense ONNX graph runs zeros as fast as any other weight.",

@@ -262,6 +262,20 @@ def test_card_tells_how_to_run_on_a_phone_when_ort_exists(published, tmp_path):
     assert "`model.ort`" in card and "onnxruntime-react-native" in card and "tokenizer.json" in card
 
 
+def test_card_of_a_recommended_row_says_when_it_has_the_edge_over_optimum_int8(published, tmp_path):
+    from compression.hub import build_card
+
+    work, _ = published
+    folder = tmp_path / "v"
+    shutil.copytree(work / "int8-dynamic", folder)
+    words = lambda card: " ".join(str(card).replace("\n>", " ").split())  # noqa: E731  (the quote's lines joined)
+    edge = words(build_card(folder, f"{NS}/x", None, None, True, edge=True))
+    plain = words(build_card(folder, f"{NS}/x", None, None, True))
+    assert "Recommended variant" in edge and "Recommended variant" in plain
+    assert "at least 2× as fast as Optimum's int8 route at no more than 0.5× its size" in edge
+    assert "Optimum's int8 route at no more" not in plain
+
+
 def test_space_from_published_repos_runs_without_torch_in_a_browser(hub, published, tmp_path):
     """publish -> publish_space -> download the Space repo -> start it (no torch) -> Chromium."""
     import socket

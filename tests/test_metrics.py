@@ -54,6 +54,24 @@ def test_speed_ties_go_to_the_smaller_file():
     assert recommend(rows, 0.90) == "a"          # 25% slower is not a tie
 
 
+def test_rows_with_the_edge_over_optimum_int8_are_recommended_first():
+    """issue #17: where a close row is >= 2x as fast as Optimum's int8 route at <= 1/2 its size, the
+    recommendation is one of those, even when a bigger row is a little faster."""
+    from compression.report import has_edge, optimum_route
+
+    rows = [_row("teacher", 0.883, 17, 91), _row("int8-dynamic", 0.881, 3.84, 23.1), _row("lean", 0.884, 1.71, 15.6),
+            _row("lean-vocab", 0.883, 1.85, 8.7), _row("tiny", 0.84, 0.7, 5.3)]
+    rows[0]["format"] = "pytorch"
+    rows[1]["steps"] = ["export", "quantize_dynamic"]
+    assert optimum_route(rows) is rows[1]
+    assert [r["variant"] for r in rows if has_edge(r, rows[1])] == ["lean-vocab", "tiny"]
+    assert recommend(rows, 0.883) == "lean-vocab"     # tiny has the edge too, but is 4 pt under
+    rows[3]["latency_p50_ms"] = 2.0                   # no longer 2x: the plain rule, fastest close row
+    assert recommend(rows, 0.883) == "lean"
+    rows[3]["latency_p50_ms"], rows[1]["steps"] = 1.85, ["export", "fp16"]
+    assert optimum_route(rows) is None and recommend(rows, 0.883) == "lean"   # no Optimum row: nothing to have an edge over
+
+
 def test_balanced_accuracy_weighs_classes_equally():
     import numpy as np
 
