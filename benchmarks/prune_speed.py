@@ -8,7 +8,8 @@ global, FFN uniform per layer), left untrained (only the graph's shape sets its 
 and dynamic-int8 quantized, as the recipes' ``pruned-fused-int8`` rows are; the teacher's plain dynamic
 int8 graph is Optimum's route. Every graph is timed at batch 1 on one thread, mean ms per sentence over
 50 whole training sentences (the dev slice's: 15+ words, like validation's), median of interleaved
-rounds (every round visits every graph, so a shared machine's drift hits all alike). This chooses a shape by speed alone: its accuracy comes from a build.
+rounds (every round visits every graph, so a shared machine's drift hits all alike); ``--sentences phrases``
+times 50 short pool phrases instead. This chooses a shape by speed alone: its accuracy comes from a build.
 Prints a table and writes JSON with the CPU named.
 """
 from __future__ import annotations
@@ -44,6 +45,8 @@ def main() -> int:
     ap.add_argument("--data", default="../shared/data/sst2/train.tsv")
     ap.add_argument("--work", default="bench-out/prune-speed")
     ap.add_argument("--json", default="bench-out/prune_speed.json")
+    ap.add_argument("--sentences", choices=("whole", "phrases"), default="whole",
+                    help="time on 50 whole training sentences (15+ words, like validation's) or 50 pool phrases (short)")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -65,7 +68,7 @@ def main() -> int:
         quantize_dynamic(path, QuantizeDynamicConfig())
         graphs[f"heads {h}, FFN {f}: fused + int8"] = (path, model.config.to_dict())
     runners = {name: OnnxRunner(p, Path(args.teacher) / "tokenizer.json", cfg, 128, "[PAD]") for name, (p, cfg) in graphs.items()}
-    encoded = [next(iter(runners.values())).encode([t]) for t in dev.texts[:50]]
+    encoded = [next(iter(runners.values())).encode([t]) for t in (dev if args.sentences == "whole" else pool).texts[:50]]
     times = {name: [] for name in runners}
     names = list(runners)
     for k in range(ROUNDS):
@@ -81,13 +84,14 @@ def main() -> int:
     rows = [{"graph": n, "ms": statistics.median(times[n]), "round_range_ms": [min(times[n]), max(times[n])],
              "x_int8": ref / statistics.median(times[n]), "mb": graphs[n][0].stat().st_size / 1e6} for n in names]
     machine = {"cpu": cpu_name(), "flags": cpu_flags()}
+    what = "whole training sentences (15+ words)" if args.sentences == "whole" else "training pool phrases"
     print(f"CPU: {machine['cpu']} ({', '.join(machine['flags'])}); batch 1, 1 thread, mean ms per sentence over 50 "
-          f"whole training sentences (15+ words), median of {ROUNDS} interleaved rounds\n")
+          f"{what}, median of {ROUNDS} interleaved rounds\n")
     print("| graph | ms [one round's range] | × Optimum int8 | MB |\n|---|---|---|---|")
     for r in rows:
         lo, hi = r["round_range_ms"]
         print(f"| {r['graph']} | {r['ms']:.2f} [{lo:.2f}, {hi:.2f}] | {r['x_int8']:.2f} | {r['mb']:.1f} |")
-    Path(args.json).write_text(json.dumps({"machine": machine, "rounds": ROUNDS, "rows": rows}, indent=2))
+    Path(args.json).write_text(json.dumps({"machine": machine, "rounds": ROUNDS, "sentences": args.sentences, "rows": rows}, indent=2))
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
