@@ -1,6 +1,5 @@
 """Numbers a user can trust: accuracy as served (batch 1), paired intervals, and what the report says."""
 import json
-import time
 
 import numpy as np
 import pytest
@@ -120,7 +119,8 @@ def test_every_row_carries_its_difference_to_the_teacher(built):
 
 
 class _SlowRunner:
-    """A stand-in runner whose forward sleeps ``ms`` times the shared machine's slowdown, logging each call."""
+    """A stand-in runner whose forward advances the shared machine's clock by ``ms`` times its
+    slowdown, logging each call: a fake clock, so the timings do not depend on how busy the box is."""
 
     def __init__(self, name, ms, calls, machine):
         self.name, self.ms, self.calls, self.machine = name, ms, calls, machine
@@ -132,16 +132,21 @@ class _SlowRunner:
         self.calls.append(self.name)
         self.machine["forwards"] += 1
         slow = 3.0 if self.machine["forwards"] > self.machine["slow_after"] else 1.0
-        time.sleep(self.ms * slow / 1e3)
+        self.machine["clock"] += self.ms * slow / 1e3
         return np.zeros((1, 2), np.float32)
 
 
-def test_interleaved_timing_visits_every_row_each_round_and_keeps_ratios_when_the_machine_slows():
+def test_interleaved_timing_visits_every_row_each_round_and_keeps_ratios_when_the_machine_slows(monkeypatch):
+    from types import SimpleNamespace
+
+    from compression import runtime
     from compression.config import EvalConfig
     from compression.metrics import interleaved_latency
 
     cfg = EvalConfig(latency_runs=20, warmup=2, latency_sentences=4, latency_rounds=5)
-    calls, machine = [], {"forwards": 0, "slow_after": 2 * 2 + 2 * 14}  # warm-ups, then 70% of the timed runs
+    calls, machine = [], {"forwards": 0, "slow_after": 2 * 2 + 2 * 14, "clock": 0.0}  # warm-ups, then 70% of the timed runs
+    # the timer reads the machine's clock (only runtime's view of `time`; sleeping jittered by 1 ms under CI load)
+    monkeypatch.setattr(runtime, "time", SimpleNamespace(perf_counter=lambda: machine["clock"]))
     runners = {"a": _SlowRunner("a", 2.0, calls, machine), "b": _SlowRunner("b", 4.0, calls, machine)}
     out = interleaved_latency(runners, ["w x", "y", "z z", "q"], cfg)
     timed = calls[4:]
