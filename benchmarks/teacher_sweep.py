@@ -32,6 +32,7 @@ from compression.config import DatasetConfig, TeacherConfig
 from compression.data import TextData, read_file
 from compression.machine import cpu_flags, cpu_name
 from compression.modeling import resolve_base_model
+from compression.steps.training import long_phrases
 from compression.teacher import train_teacher
 
 DEV_SIZE = 1000      # sentences in the dev slice: +-1.3 pt standard error near 88%
@@ -94,7 +95,7 @@ def main() -> int:
                              dropout=None if s["dropout"] < 0 else s["dropout"], seed=s["seed"])
         source = pool
         if s["minw"]:
-            long = [i for i, t in enumerate(pool.texts) if len(t.split()) >= s["minw"]]
+            long = long_phrases(pool.texts, s["minw"])  # the filter KD's min_words uses
             source = TextData([pool.texts[i] for i in long], [pool.labels[i] for i in long])
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as work:

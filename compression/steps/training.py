@@ -80,12 +80,17 @@ def sentence_passes(cfg: TrainConfig, n_train: int) -> float:
     return float(train_steps(max(n_train, 1), cfg) * cfg.batch_size)
 
 
+def long_phrases(texts: list[str], min_words: int) -> list[int]:
+    """Indices of the sentences of at least ``min_words`` whitespace-separated words."""
+    return [i for i, t in enumerate(texts) if len(t.split()) >= min_words]
+
+
 def kd_subset(texts: list[str], cfg: TrainConfig) -> list[int] | None:
     """The training sentences a KD run uses: those of at least ``min_words`` words, then a deterministic
     subset of ``train_samples`` of them (None: every sentence)."""
     pool = range(len(texts))
     if cfg.min_words > 0:
-        pool = [i for i, t in enumerate(texts) if len(t.split()) >= cfg.min_words]
+        pool = long_phrases(texts, cfg.min_words)
         if not pool:
             raise ValueError(f"min_words={cfg.min_words}: no training sentence is that long")
     if cfg.train_samples is not None and cfg.train_samples < len(pool):
