@@ -128,7 +128,8 @@ class Progress:
     variants that trained nothing) plus seconds per unit of training work (sentence passes x encoder
     layers, declared by the steps). Until a variant has trained, the teacher's own rate stands in for
     the per-unit cost, so the estimate means something from the first minutes. A stage reporting
-    steps (``step``) is estimated from its own rate. Every change is written to ``progress.json``
+    steps (``step``) is estimated from its own step rate, timed from its loop's first report (the
+    stage's setup before the loop is not a step). Every change is written to ``progress.json``
     and logged as one line per finished stage."""
 
     def __init__(self, folder: Path | None, names: list[str], work: list[float], teacher_work: float = 0.0,
@@ -140,6 +141,7 @@ class Progress:
         self.index = -1                     # -1: the teacher
         self.stage_start = self.start
         self.steps: tuple[int, int] | None = None
+        self.step_mark: tuple[float, int, int] | None = None  # (time, done, total) of the stage's first step report
         self.fixed: list[float] = []
         self.trained: list[tuple[float, float]] = []
         self.teacher_rate: float | None = None
@@ -152,11 +154,14 @@ class Progress:
 
     # ---- events
     def begin(self, stage: str) -> None:
-        self.stage, self.stage_start, self.steps = stage, time.time(), None
+        self.stage, self.stage_start, self.steps, self.step_mark = stage, time.time(), None, None
         self.save(force=True)
 
     def step(self, done: int, total: int) -> None:
         """A training stage's own progress (the teacher's Trainer, every KD loop)."""
+        mark = self.step_mark
+        if mark is None or total != mark[2] or done < mark[1]:  # the stage's first report, or its next loop
+            self.step_mark = (time.time(), done, total)
         self.steps = (done, total)
         self.save()
 
@@ -201,17 +206,29 @@ class Progress:
             return sum(max(s - fixed, 0.0) for s, _ in self.trained) / sum(w for _, w in self.trained)
         return self.teacher_rate
 
+    def _step_seconds(self, now: float) -> float | None:
+        """Seconds per step of the running loop, timed from its first report on: what a stage does
+        before its loop (teacher logits, importance, pruning: two minutes on a slow CPU) is not
+        spread over the steps. Until a second report, the stage's whole time over its steps."""
+        if not self.steps or self.steps[0] <= 0:
+            return None
+        done = self.steps[0]
+        if self.step_mark is not None and done > self.step_mark[1]:
+            return (now - self.step_mark[0]) / (done - self.step_mark[1])
+        return (now - self.stage_start) / done
+
     def eta_seconds(self) -> float | None:
         """Seconds left, or None while nothing has been timed yet."""
         now = time.time()
         current = 0.0
-        if self.steps and self.steps[0] > 0:
+        per_step = self._step_seconds(now)
+        if per_step is not None:
             done, total = self.steps
-            current = (now - self.stage_start) * (total - done) / done
+            current = per_step * (total - done)
         if self.index < 0:  # the teacher: its own steps, then every variant at the teacher's rate
-            if not self.steps or not self.steps[0]:
+            if per_step is None:
                 return None
-            rate = (now - self.stage_start) / max(self.steps[0], 1) * self.steps[1] / max(self.teacher_work, 1)
+            rate = per_step * self.steps[1] / max(self.teacher_work, 1)
             return current + sum(self._fixed() + rate * w for w in self.work)
         per_unit = self._per_unit()
         if per_unit is None:

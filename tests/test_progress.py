@@ -51,6 +51,27 @@ def test_estimate_from_the_teacher_rate_then_the_variants(tmp_path, monkeypatch)
     assert json.loads((tmp_path / artifacts.PROGRESS).read_text())["state"] == "done"
 
 
+def test_a_stage_setup_before_its_loop_is_not_spread_over_the_steps(tmp_path, monkeypatch):
+    # on a Zen 1 the pruned student spent 128 s on teacher logits before its first KD step, and the
+    # bar read 26 min left where 15 were: the setup was divided among the first steps
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "time", clock)
+    p = progress.Progress(tmp_path, ["kd"], work=[1000.0], teacher_work=1000.0)
+    p.teacher_done(100.0)
+    p.begin("kd")
+    clock.now += 128                                            # teacher logits, importance, pruning
+    p.step(1, 750)
+    assert p.eta_seconds() == pytest.approx(128 * 749)         # one report: the stage's time is all there is
+    clock.now += 20
+    p.step(11, 750)                                             # 10 steps in 20 s: 2 s a step from here on
+    assert p.eta_seconds() == pytest.approx(2 * 739)
+    clock.now += 10
+    p.step(1, 300)                                              # the stage's next loop (distill, then prune): a new mark
+    clock.now += 30
+    p.step(11, 300)
+    assert p.eta_seconds() == pytest.approx(3 * 289)
+
+
 def test_step_updates_are_written_at_most_once_a_second(tmp_path, monkeypatch):
     clock = Clock()
     monkeypatch.setattr(progress.time, "time", clock)
