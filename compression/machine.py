@@ -27,7 +27,13 @@ def _cpuinfo() -> dict[str, str]:
 
 
 def cpu_name() -> str:
-    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+    """The CPU's model name; where a virtual machine hides the model number ("AMD EPYC" is a Zen 1,
+    3 or 4, and their int8/bf16 kernels differ), the x86 family and model are added to tell them apart."""
+    info = _cpuinfo()
+    name = info.get("model name") or platform.processor() or platform.machine()
+    if not any(c.isdigit() for c in name) and info.get("cpu family") and info.get("model"):
+        name += f" (family {info['cpu family']} model {info['model']})"
+    return name
 
 
 def cpu_flags() -> list[str]:
