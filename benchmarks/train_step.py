@@ -11,6 +11,11 @@ it), each in the old setting (fp32, SDPA attention, dropout 0.1) and the new one
 with fp32 master weights, eager attention, dropout 0), and the two levers one at a time.
 Prints a table with milliseconds per sentence and the fp32/bf16 ratio, and writes JSON with
 the CPU named. The ratio is only meaningful on the machine it was measured on.
+
+    python benchmarks/train_step.py --profile
+
+instead profiles 5 demo-teacher steps (13 tokens, eager, dropout 0) in the precision a build picks
+on this CPU (``precision: auto``) with ``torch.profiler`` and prints the operators by self CPU time.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from compression.machine import cpu_flags, cpu_name
+from compression.machine import cpu_flags, cpu_name, training_precision
 from compression.modeling import default_base_model, set_dropout
 from compression.steps.distill import make_student, spread_layers
 from compression.steps.losses import distill_loss
@@ -67,10 +72,36 @@ def step(model, opt, batch, precision: str, kd: bool) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+def profile() -> int:
+    """Where a demo-teacher step's time goes on this CPU, in the precision the build uses here."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    precision = training_precision("auto", "cpu")
+    model = model_for("teacher", "eager", 0.0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    ids = torch.randint(1000, 20000, (32, 13))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 2, (32,)), "teacher": torch.randn(32, 2)}
+    for _ in range(3):
+        step(model, opt, batch, precision, False)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        ms = [step(model, opt, batch, precision, False) for _ in range(5)]
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"CPU: {cpu_name()} ({', '.join(cpu_flags())}), {torch.get_num_threads()} threads; demo-teacher step, "
+          f"batch 32 x 13 tokens, {precision} (precision: auto), median {statistics.median(ms):.0f} ms under the profiler\n")
+    print("| operator | self CPU % | calls |\n|---|---|---|")
+    for e in events[:12]:
+        print(f"| {e.key} | {100 * e.self_cpu_time_total / total:.1f} | {e.count} |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default="bench-out/train_step.json")
+    ap.add_argument("--profile", action="store_true", help="profile the demo teacher's step instead of the timing table")
     args = ap.parse_args()
+    if args.profile:
+        return profile()
     rows = []
     for kind in ("teacher", "student L3 (KD)"):
         for length in (13, 32):
