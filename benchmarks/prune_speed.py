@@ -6,10 +6,11 @@ Each argument is heads_fraction,ffn_fraction. From one fine-tuned teacher (the s
 one), each shape is pruned as ``prune_structured`` ranks it (Taylor importance on 16 pool batches, heads
 global, FFN uniform per layer), left untrained (only the graph's shape sets its speed), exported, fused
 and dynamic-int8 quantized, as the recipes' ``pruned-fused-int8`` rows are; the teacher's plain dynamic
-int8 graph is Optimum's route. Every graph is timed at batch 1 on one thread, mean ms per sentence over
-50 whole training sentences (the dev slice's: 15+ words, like validation's), median of interleaved
-rounds (every round visits every graph, so a shared machine's drift hits all alike); ``--sentences phrases``
-times 50 short pool phrases instead. This chooses a shape by speed alone: its accuracy comes from a build.
+int8 graph is Optimum's route. Every graph is timed at batch 1 on one thread by the build's own timing pass
+(``metrics.interleaved_latency``: every round visits every graph, so a shared machine's drift hits all
+alike), p50 ms per sentence over 10 rounds of 50 whole training sentences (the dev slice's: 15+ words,
+like validation's); the ratio of means is printed beside it. ``--sentences phrases`` times 50 short pool
+phrases instead. This chooses a shape by speed alone: its accuracy comes from a build.
 Prints a table and writes JSON with the CPU named.
 """
 from __future__ import annotations
@@ -18,16 +19,16 @@ import argparse
 import copy
 import json
 import shutil
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from teacher_sweep import dev_split  # noqa: E402
 
+from compression.config import EvalConfig  # noqa: E402
 from compression.data import read_file  # noqa: E402
 from compression.machine import cpu_flags, cpu_name  # noqa: E402
+from compression.metrics import interleaved_latency  # noqa: E402
 from compression.modeling import load_classifier  # noqa: E402
 from compression.runtime import OnnxRunner  # noqa: E402
 from compression.steps.export import export_onnx  # noqa: E402
@@ -36,6 +37,7 @@ from compression.steps.prune import StructuredPruneConfig, importance_batches, s
 from compression.steps.quantize import QuantizeDynamicConfig, quantize_dynamic  # noqa: E402
 
 ROUNDS = 10
+SENTENCES = 50
 
 
 def main() -> int:
@@ -68,30 +70,27 @@ def main() -> int:
         quantize_dynamic(path, QuantizeDynamicConfig())
         graphs[f"heads {h}, FFN {f}: fused + int8"] = (path, model.config.to_dict())
     runners = {name: OnnxRunner(p, Path(args.teacher) / "tokenizer.json", cfg, 128, "[PAD]") for name, (p, cfg) in graphs.items()}
-    encoded = [next(iter(runners.values())).encode([t]) for t in (dev if args.sentences == "whole" else pool).texts[:50]]
-    times = {name: [] for name in runners}
+    texts = (dev if args.sentences == "whole" else pool).texts[:SENTENCES]
+    # the build's own timing pass: every graph in every round, rotated; each round runs every sentence once
+    timing = EvalConfig(latency_runs=ROUNDS * SENTENCES, warmup=5, latency_sentences=SENTENCES, latency_rounds=ROUNDS)
+    timed = interleaved_latency(runners, texts, timing)
     names = list(runners)
-    for k in range(ROUNDS):
-        for name in names[k % len(names):] + names[: k % len(names)]:  # rotated order, as the build's timing pass
-            r = runners[name]
-            for e in encoded[:5]:
-                r.forward(e)
-            t0 = time.perf_counter()
-            for e in encoded:
-                r.forward(e)
-            times[name].append((time.perf_counter() - t0) * 1e3 / len(encoded))
-    ref = statistics.median(times[names[0]])
-    rows = [{"graph": n, "ms": statistics.median(times[n]), "round_range_ms": [min(times[n]), max(times[n])],
-             "x_int8": ref / statistics.median(times[n]), "mb": graphs[n][0].stat().st_size / 1e6} for n in names]
+    ref = timed[names[0]]
+    rows = [{"graph": n, "ms": timed[n]["latency_p50_ms"], "mean_ms": timed[n]["latency_mean_ms"],
+             "round_range_ms": timed[n]["latency_p50_round_range_ms"],
+             "x_int8": ref["latency_p50_ms"] / timed[n]["latency_p50_ms"],
+             "x_int8_mean": ref["latency_mean_ms"] / timed[n]["latency_mean_ms"],
+             "mb": graphs[n][0].stat().st_size / 1e6} for n in names]
     machine = {"cpu": cpu_name(), "flags": cpu_flags()}
     what = "whole training sentences (15+ words)" if args.sentences == "whole" else "training pool phrases"
-    print(f"CPU: {machine['cpu']} ({', '.join(machine['flags'])}); batch 1, 1 thread, mean ms per sentence over 50 "
-          f"{what}, median of {ROUNDS} interleaved rounds\n")
-    print("| graph | ms [one round's range] | × Optimum int8 | MB |\n|---|---|---|---|")
+    print(f"CPU: {machine['cpu']} ({', '.join(machine['flags'])}); batch 1, 1 thread, p50 ms per sentence over "
+          f"{SENTENCES} {what} x {ROUNDS} interleaved rounds (metrics.interleaved_latency, as a build times its rows)\n")
+    print("| graph | p50 ms [one round's range] | × Optimum int8 (p50 / mean) | MB |\n|---|---|---|---|")
     for r in rows:
         lo, hi = r["round_range_ms"]
-        print(f"| {r['graph']} | {r['ms']:.2f} [{lo:.2f}, {hi:.2f}] | {r['x_int8']:.2f} | {r['mb']:.1f} |")
-    Path(args.json).write_text(json.dumps({"machine": machine, "rounds": ROUNDS, "sentences": args.sentences, "rows": rows}, indent=2))
+        print(f"| {r['graph']} | {r['ms']:.2f} [{lo:.2f}, {hi:.2f}] | {r['x_int8']:.2f} / {r['x_int8_mean']:.2f} | {r['mb']:.1f} |")
+    Path(args.json).write_text(json.dumps({"machine": machine, "rounds": ROUNDS, "sentences": args.sentences,
+                                           "statistic": "p50 per sentence, interleaved rounds", "rows": rows}, indent=2))
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
