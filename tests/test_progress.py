@@ -53,7 +53,7 @@ def test_estimate_from_the_teacher_rate_then_the_variants(tmp_path, monkeypatch)
 
 def test_a_stage_setup_before_its_loop_is_not_spread_over_the_steps(tmp_path, monkeypatch):
     # on a Zen 1 the pruned student spent 128 s on teacher logits before its first KD step, and the
-    # bar read 26 min left where 15 were: the setup was divided among the first steps
+    # bar read 26 min left where about 11 were: the setup was divided among the first steps
     clock = Clock()
     monkeypatch.setattr(progress.time, "time", clock)
     p = progress.Progress(tmp_path, ["kd"], work=[1000.0], teacher_work=1000.0)
