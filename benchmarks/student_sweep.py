@@ -23,12 +23,16 @@ as served, one sentence at a time), transfer
 ``events`` removals over the first ``ramp`` of the KD steps, each ranked afresh on its share of the
 importance batches), events, ramp, comp (1: bias compensation, the removed FFN neurons' mean activation
 folded into the FFN output bias before removal), kd (0: score the student as built, before any KD), minw (KD only on
-phrases of at least this many words, then ``samples`` of them).
+phrases of at least this many words, then ``samples`` of them), aug (teacher-labelled variants per KD sentence,
+``training.kd_set``: words swapped for neighbours in the teacher's embedding table), augw (share of words swapped).
+Besides dev accuracy each row reports agreement: the share of dev sentences where the student predicts what the
+teacher predicts (how faithfully it copies the teacher, right or wrong).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import random
 import json
 import logging
@@ -48,12 +52,13 @@ from compression.machine import cpu_flags, cpu_name  # noqa: E402
 from compression.modeling import load_classifier, resolve_base_model  # noqa: E402
 from compression.steps.distill import DistillConfig, make_student, spread_layers  # noqa: E402
 from compression.steps.prune import StructuredPruneConfig, importance_batches, structured_prune  # noqa: E402
-from compression.steps.training import distill, teacher_logits_for  # noqa: E402
+from compression.steps.training import distill, kd_set, kd_subset, teacher_logits_for  # noqa: E402
 from compression.teacher import train_teacher  # noqa: E402
 
 DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
-            "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "kd": 1, "minw": 0}
+            "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "kd": 1, "minw": 0, "aug": 0,
+            "augw": 0.3}
 
 
 def parse(spec: str) -> dict:
@@ -65,6 +70,17 @@ def parse(spec: str) -> dict:
         kind = type(out[key])
         out[key] = value if kind is str else kind(float(value))
     return out
+
+
+@torch.inference_mode()
+def predictions(model, tok, data) -> torch.Tensor:
+    """Argmax predictions on ``data`` (batches of 64, as ``teacher_sweep.accuracy`` scores)."""
+    model.eval()
+    out = []
+    for i in range(0, len(data), 64):
+        enc = tok(data.texts[i:i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt")
+        out.append(model(**enc).logits.argmax(-1))
+    return torch.cat(out)
 
 
 def teacher_for(pool, work: Path, samples: int):
@@ -152,6 +168,7 @@ def main() -> int:
     pool, dev = dev_split(read_file(args.data, "sentence", "label"))
     teacher, tok = teacher_for(pool, work, args.teacher_samples)
     teacher_acc = accuracy(teacher, tok, dev)
+    teacher_pred = predictions(teacher, tok, dev)
     cache = work / f"pool-logits-{args.teacher_samples}.pt"
     if cache.is_file():
         logits = torch.load(cache)
@@ -168,11 +185,18 @@ def main() -> int:
         cfg = DistillConfig(num_layers=1, epochs=s["epochs"], train_samples=s["samples"], learning_rate=s["lr"],
                             alpha=s["alpha"], temperature=s["T"], hidden_weight=s["hidden"], seed=s["seed"],
                             dropout=None if s["dropout"] < 0 else s["dropout"], precision=s["precision"], batch_size=s["batch"],
-                            min_words=s["minw"])
+                            min_words=s["minw"], augment=s["aug"], augment_words=s["augw"])
         t0 = time.perf_counter()
         rows_ = transfer[s["transfer"]]
         data = type(pool)([pool.texts[i] for i in rows_], [pool.labels[i] for i in rows_])
         kd_logits = None if s["hidden"] else logits[rows_]
+        if cfg.augment:  # as training.kd_finetune does: the subset, its variants with the teacher's logits, one pass
+            idx = kd_subset(data.texts, cfg)
+            data, extra = kd_set(data, idx, cfg, teacher, tok)
+            if kd_logits is not None:
+                kd_logits = torch.cat([kd_logits[idx if idx is not None else slice(None)], teacher_logits_for(teacher, tok, extra.texts)])
+            data = type(pool)(data.texts + extra.texts, data.labels + extra.labels)
+            cfg = dataclasses.replace(cfg, train_samples=None, min_words=0, augment=0)
         if not s["kd"]:
             trained = model
         elif gradual:  # pruning happens inside the KD loop, as the recipe step runs it
@@ -184,7 +208,9 @@ def main() -> int:
             trained = distill(teacher, model, data, cfg, tok, kd_logits, 128, list(layers))
         seconds = time.perf_counter() - t0
         acc = accuracy(trained, tok, dev)
-        row = {"setting": spec, **s, "train_s": round(seconds, 1), "dev_accuracy": acc, "teacher_dev_accuracy": teacher_acc}
+        agree = float((predictions(trained, tok, dev) == teacher_pred).float().mean())
+        row = {"setting": spec, **s, "train_s": round(seconds, 1), "dev_accuracy": acc, "teacher_dev_accuracy": teacher_acc,
+               "dev_agreement": agree}
         speed = ""
         if s["speed"]:
             row["teacher_int8_ms"], _ = int8_ms(teacher, tok, dev.texts[:50], work, "teacher-int8", fused=False)
@@ -193,7 +219,8 @@ def main() -> int:
             speed = (f"  int8 {row['student_fused_int8_ms']:.2f} ms = {row['teacher_int8_ms'] / row['student_fused_int8_ms']:.2f}x "
                      f"Optimum int8; fused int8 dev accuracy {row['student_fused_int8_dev_accuracy']:.4f}")
         rows.append(row)
-        print(f"{spec:50s} train {seconds:6.1f} s  dev accuracy {acc:.4f} ({(acc - teacher_acc) * 100:+.1f} pt){speed}", flush=True)
+        print(f"{spec:50s} train {seconds:6.1f} s  dev accuracy {acc:.4f} ({(acc - teacher_acc) * 100:+.1f} pt)  "
+              f"agreement {agree:.4f}{speed}", flush=True)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": torch.get_num_threads(),
                                                "pool": len(pool), "dev": len(dev), "rows": rows}, indent=1))

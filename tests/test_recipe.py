@@ -31,8 +31,9 @@ def test_fingerprint_tracks_steps_and_teacher(tiny_model, tiny_data):
 
 
 def test_a_later_field_at_its_old_behaviour_keeps_the_fingerprint(tiny_model, tiny_data):
-    """min_words came after folders were built: at 0 a distilled row keeps the fingerprint it had
-    before the field existed (no rebuild); any other value is a different model."""
+    """min_words and the augment fields came after folders were built: at their old behaviour a
+    distilled row keeps the fingerprint it had before they existed (no rebuild); any other value is a
+    different model."""
     import dataclasses
     import hashlib
 
@@ -41,16 +42,18 @@ def test_a_later_field_at_its_old_behaviour_keeps_the_fingerprint(tiny_model, ti
     kd = {"distill": {"num_layers": 1, "max_steps": 4}}
     a = Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data, student=[kd]))
     spec = a.variant("student")
-    before = {  # the payload as fingerprint() wrote it before min_words existed
+    later = ("min_words", "augment", "augment_words", "augment_neighbours")
+    before = {  # the payload as fingerprint() wrote it before those fields existed
         "base_model": a.base_model,
         "dataset": {k: v for k, v in plain(dataclasses.asdict(a.dataset)).items() if k not in ("name", "hub_id", "hub_config", "task", "tags")},
         "teacher": plain(dataclasses.asdict(a.teacher)),
-        "steps": [{n: {k: v for k, v in c.items() if k != "min_words"} for n, c in s.to_obj().items()} for s in spec.steps],
+        "steps": [{n: {k: v for k, v in c.items() if k not in later} for n, c in s.to_obj().items()} for s in spec.steps],
     }
     assert spec.fingerprint(a) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
-    kd["distill"]["min_words"] = 5
-    b = Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data, student=[kd]))
-    assert b.variant("student").fingerprint(b) != spec.fingerprint(a)
+    for field, value in (("min_words", 5), ("augment", 1)):
+        changed = {"distill": {**kd["distill"], field: value}}
+        b = Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data, student=[changed]))
+        assert b.variant("student").fingerprint(b) != spec.fingerprint(a), field
 
 
 @pytest.mark.parametrize(

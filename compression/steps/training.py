@@ -53,6 +53,11 @@ class TrainConfig:
     transfer: str = "train"          # KD sentences: "train" (what the teacher learned from), "unused" (training rows the
                                      # recipe's train_samples left out: the teacher's soft labels there are beliefs, not
                                      # memory), "all" (both); "unused" falls back to "train" when nothing was left out
+    augment: int = 0                 # teacher-labelled variants per KD sentence (words swapped for embedding neighbours,
+                                     # TinyBERT-style): the student sees the teacher's function beyond the training
+                                     # phrases; each copy is one more pass of KD steps and teacher logits
+    augment_words: float = 0.3       # share of a variant's swappable words that are swapped (at least one)
+    augment_neighbours: int = 10     # a word is swapped for one of its this many nearest whole-word pieces
 
     def __post_init__(self):
         check_precision(self.precision, self.dropout)
@@ -60,6 +65,9 @@ class TrainConfig:
             raise ValueError(f"transfer must be train, unused or all, got {self.transfer!r}")
         if self.min_words < 0:
             raise ValueError(f"min_words must be >= 0, got {self.min_words}")
+        if self.augment < 0 or not 0 < self.augment_words <= 1 or self.augment_neighbours < 1:
+            raise ValueError("augment must be >= 0, augment_words in (0, 1] and augment_neighbours >= 1, got "
+                             f"{self.augment}, {self.augment_words}, {self.augment_neighbours}")
         if self.train_samples is not None and self.train_samples < 1:
             raise ValueError(f"train_samples must be a positive integer or null, got {self.train_samples}")
         if not 0 <= self.warmup_ratio < 1 or self.max_grad_norm <= 0 or self.weight_decay < 0:
@@ -69,7 +77,7 @@ class TrainConfig:
 
 
 def train_steps(n_examples: int, cfg: TrainConfig) -> int:
-    n = min(n_examples, cfg.train_samples or n_examples)
+    n = min(n_examples, cfg.train_samples or n_examples) * (1 + cfg.augment)
     return cfg.max_steps or max(1, math.ceil(cfg.epochs * n / cfg.batch_size))
 
 
@@ -116,10 +124,46 @@ def kd_finetune(state, cfg: TrainConfig, ctx, on_step=None, after_step=None, lay
         train, unused = ctx.splits["train"], ctx.splits["unused"]
         ctx.splits["all"] = TextData(train.texts + unused.texts, train.labels + unused.labels)
     data = ctx.splits[name]
-    cached = None if cfg.hidden_weight else ctx.teacher_train_logits(kd_subset(data.texts, cfg), name)
+    idx = kd_subset(data.texts, cfg)
+    cached = None if cfg.hidden_weight else ctx.teacher_train_logits(idx, name)
+    if cfg.augment:
+        data, cached, cfg = _augmented(ctx, name, data, idx, cached, cfg)
     state.model = distill(ctx.teacher, state.model, data, cfg, state.tokenizer, cached,
                           ctx.recipe.dataset.max_length, layer_map, on_step, after_step, getattr(ctx, "train_step", None))
     return state
+
+
+def kd_set(data, idx: list[int] | None, cfg: TrainConfig, teacher, tokenizer):
+    """The KD sentences (rows ``idx`` of ``data``; None = all) and their ``cfg.augment`` variants
+    (``augment.augment_texts`` with neighbours from the teacher's embedding table; label ``IGNORE``)."""
+    from ..data import TextData
+    from .augment import IGNORE, augment_texts, neighbour_table
+
+    rows = range(len(data)) if idx is None else idx
+    base = TextData([data.texts[i] for i in rows], [data.labels[i] for i in rows])
+    table = neighbour_table(teacher.get_input_embeddings().weight, tokenizer.get_vocab(),
+                            {w.lower() for t in base.texts for w in t.split()} | {w for t in base.texts for w in t.split()},
+                            cfg.augment_neighbours)
+    texts = augment_texts(base.texts, table, cfg.augment, cfg.augment_words, cfg.seed)
+    return base, TextData(texts, [IGNORE] * len(texts))
+
+
+def _augmented(ctx, name, data, idx, cached, cfg):
+    """``data`` with the augmented variants appended, their teacher logits (cached per build under
+    the KD set's settings, so sibling students share them) and the config that trains on all of it."""
+    import dataclasses
+
+    from ..data import TextData
+
+    key = f"{name}+aug/{cfg.augment}/{cfg.augment_words}/{cfg.augment_neighbours}/{cfg.seed}/{cfg.train_samples}/{cfg.min_words}"
+    base, extra = kd_set(data, idx, cfg, ctx.teacher, ctx.tokenizer)
+    ctx.splits.setdefault(key, extra)
+    log.info("KD on %d sentences and %d teacher-labelled variants", len(base), len(extra))
+    if cached is not None:
+        rows = list(range(len(data))) if idx is None else idx
+        cached = torch.cat([cached[rows], ctx.teacher_train_logits(None, key)])
+    cfg = dataclasses.replace(cfg, train_samples=None, min_words=0, augment=0)
+    return TextData(base.texts + extra.texts, base.labels + extra.labels), cached, cfg
 
 
 def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits: torch.Tensor | None = None,
