@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import random
 import json
 import logging
@@ -44,7 +43,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from teacher_sweep import accuracy, dev_split  # noqa: E402
+from teacher_sweep import accuracy, dev_split, predictions  # noqa: E402
 
 from compression.config import DatasetConfig, TeacherConfig  # noqa: E402
 from compression.data import read_file  # noqa: E402
@@ -70,17 +69,6 @@ def parse(spec: str) -> dict:
         kind = type(out[key])
         out[key] = value if kind is str else kind(float(value))
     return out
-
-
-@torch.inference_mode()
-def predictions(model, tok, data) -> torch.Tensor:
-    """Argmax predictions on ``data`` (batches of 64, as ``teacher_sweep.accuracy`` scores)."""
-    model.eval()
-    out = []
-    for i in range(0, len(data), 64):
-        enc = tok(data.texts[i:i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt")
-        out.append(model(**enc).logits.argmax(-1))
-    return torch.cat(out)
 
 
 def teacher_for(pool, work: Path, samples: int):
@@ -192,11 +180,9 @@ def main() -> int:
         kd_logits = None if s["hidden"] else logits[rows_]
         if cfg.augment:  # as training.kd_finetune does: the subset, its variants with the teacher's logits, one pass
             idx = kd_subset(data.texts, cfg)
-            data, extra = kd_set(data, idx, cfg, teacher, tok)
+            data, variants, cfg = kd_set(data, idx, cfg, teacher, tok)
             if kd_logits is not None:
-                kd_logits = torch.cat([kd_logits[idx if idx is not None else slice(None)], teacher_logits_for(teacher, tok, extra.texts)])
-            data = type(pool)(data.texts + extra.texts, data.labels + extra.labels)
-            cfg = dataclasses.replace(cfg, train_samples=None, min_words=0, augment=0)
+                kd_logits = torch.cat([kd_logits[slice(None) if idx is None else idx], teacher_logits_for(teacher, tok, variants.texts)])
         if not s["kd"]:
             trained = model
         elif gradual:  # pruning happens inside the KD loop, as the recipe step runs it

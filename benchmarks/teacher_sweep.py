@@ -67,13 +67,17 @@ def parse(spec: str) -> dict:
 
 
 @torch.inference_mode()
-def accuracy(model, tokenizer, data: TextData) -> float:
-    right = 0
+def predictions(model, tokenizer, data: TextData) -> torch.Tensor:
+    """Argmax predictions on ``data``, padded batches of 64 (the model as it is: eval mode is the caller's)."""
+    out = []
     for i in range(0, len(data), 64):
         enc = tokenizer(data.texts[i:i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt")
-        pred = model(**enc).logits.argmax(-1).tolist()
-        right += sum(p == y for p, y in zip(pred, data.labels[i:i + 64]))
-    return right / len(data)
+        out.append(model(**enc).logits.argmax(-1))
+    return torch.cat(out)
+
+
+def accuracy(model, tokenizer, data: TextData) -> float:
+    return int((predictions(model, tokenizer, data) == torch.tensor(data.labels)).sum()) / len(data)
 
 
 def main() -> int:

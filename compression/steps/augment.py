@@ -16,7 +16,9 @@ from typing import Iterable
 
 import torch
 
-IGNORE = -100  # the label of an augmented sentence: learnt from the teacher's logits only (cross-entropy skips it)
+from .losses import IGNORE  # the label of an augmented sentence: learnt from the teacher's logits only
+
+__all__ = ["IGNORE", "augment_texts", "neighbour_table", "whole_words"]
 
 
 def whole_words(vocab: dict[str, int]) -> list[str]:

@@ -18,9 +18,12 @@ def hidden_mse(hidden_s: list[torch.Tensor], hidden_t: list[torch.Tensor], mappi
     return torch.stack(losses).mean()
 
 
+IGNORE = -100  # a row without a gold label (an augmented sentence): learnt from the teacher's logits only
+
+
 def distill_loss(logits_s, logits_t, labels, alpha: float, temperature: float) -> torch.Tensor:
-    """α·KD + (1−α)·CE, the CE over the rows with a gold label (label −100: the teacher's soft label
-    only, as augmented sentences carry; a batch of only those is KD alone)."""
-    gold = labels != -100
-    ce = F.cross_entropy(logits_s, labels, ignore_index=-100, reduction="sum") / gold.sum().clamp(min=1)
+    """α·KD + (1−α)·CE, the CE over the rows with a gold label (label ``IGNORE``: the teacher's soft
+    label only, as augmented sentences carry; a batch of only those is KD alone)."""
+    gold = labels != IGNORE
+    ce = F.cross_entropy(logits_s, labels, ignore_index=IGNORE, reduction="sum") / gold.sum().clamp(min=1)
     return alpha * kd_loss(logits_s, logits_t, temperature) + (1 - alpha) * ce

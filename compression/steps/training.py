@@ -134,36 +134,35 @@ def kd_finetune(state, cfg: TrainConfig, ctx, on_step=None, after_step=None, lay
 
 
 def kd_set(data, idx: list[int] | None, cfg: TrainConfig, teacher, tokenizer):
-    """The KD sentences (rows ``idx`` of ``data``; None = all) and their ``cfg.augment`` variants
-    (``augment.augment_texts`` with neighbours from the teacher's embedding table; label ``IGNORE``)."""
+    """What a KD run with ``cfg.augment`` trains on: the KD sentences (rows ``idx`` of ``data``; None =
+    all) followed by their ``cfg.augment`` variants (``augment.augment_texts``, neighbours from the
+    teacher's embedding table, label ``IGNORE``); the variants alone (for the teacher to label); and
+    the config that makes one pass over all of it. Returns (sentences, variants, config)."""
+    import dataclasses
+
     from ..data import TextData
     from .augment import IGNORE, augment_texts, neighbour_table
 
     rows = range(len(data)) if idx is None else idx
-    base = TextData([data.texts[i] for i in rows], [data.labels[i] for i in rows])
-    table = neighbour_table(teacher.get_input_embeddings().weight, tokenizer.get_vocab(),
-                            {w.lower() for t in base.texts for w in t.split()} | {w for t in base.texts for w in t.split()},
+    texts, labels = [data.texts[i] for i in rows], [data.labels[i] for i in rows]
+    words = {w for t in texts for w in t.split()}
+    table = neighbour_table(teacher.get_input_embeddings().weight, tokenizer.get_vocab(), words | {w.lower() for w in words},
                             cfg.augment_neighbours)
-    texts = augment_texts(base.texts, table, cfg.augment, cfg.augment_words, cfg.seed)
-    return base, TextData(texts, [IGNORE] * len(texts))
+    variants = augment_texts(texts, table, cfg.augment, cfg.augment_words, cfg.seed)
+    return (TextData(texts + variants, labels + [IGNORE] * len(variants)), TextData(variants, [IGNORE] * len(variants)),
+            dataclasses.replace(cfg, train_samples=None, min_words=0, augment=0))
 
 
 def _augmented(ctx, name, data, idx, cached, cfg):
-    """``data`` with the augmented variants appended, their teacher logits (cached per build under
-    the KD set's settings, so sibling students share them) and the config that trains on all of it."""
-    import dataclasses
-
-    from ..data import TextData
-
+    """``kd_set`` in a build: the variants' teacher logits are cached under the KD set's settings, so
+    sibling students share them. Returns (sentences, their teacher logits or None, config)."""
     key = f"{name}+aug/{cfg.augment}/{cfg.augment_words}/{cfg.augment_neighbours}/{cfg.seed}/{cfg.train_samples}/{cfg.min_words}"
-    base, extra = kd_set(data, idx, cfg, ctx.teacher, ctx.tokenizer)
-    ctx.splits.setdefault(key, extra)
-    log.info("KD on %d sentences and %d teacher-labelled variants", len(base), len(extra))
+    both, variants, one_pass = kd_set(data, idx, cfg, ctx.teacher, ctx.tokenizer)
+    ctx.splits.setdefault(key, variants)
+    log.info("KD on %d sentences and %d teacher-labelled variants", len(both) - len(variants), len(variants))
     if cached is not None:
-        rows = list(range(len(data))) if idx is None else idx
-        cached = torch.cat([cached[rows], ctx.teacher_train_logits(None, key)])
-    cfg = dataclasses.replace(cfg, train_samples=None, min_words=0, augment=0)
-    return TextData(base.texts + extra.texts, base.labels + extra.labels), cached, cfg
+        cached = torch.cat([cached[slice(None) if idx is None else idx], ctx.teacher_train_logits(None, key)])
+    return both, cached, one_pass
 
 
 def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits: torch.Tensor | None = None,
