@@ -24,7 +24,8 @@ as served, one sentence at a time), transfer
 importance batches), events, ramp, comp (1: bias compensation, the removed FFN neurons' mean activation
 folded into the FFN output bias before removal), kd (0: score the student as built, before any KD), minw (KD only on
 phrases of at least this many words, then ``samples`` of them), aug (teacher-labelled variants per KD sentence,
-``training.kd_set``: words swapped for neighbours in the teacher's embedding table), augw (share of words swapped).
+``training.kd_set``: words swapped for neighbours in the teacher's embedding table), augw (share of words swapped),
+loss (the KD term: kl at temperature T, or mse on the raw logits).
 Besides dev accuracy each row reports agreement: the share of dev sentences where the student predicts what the
 teacher predicts (how faithfully it copies the teacher, right or wrong).
 """
@@ -57,7 +58,7 @@ from compression.teacher import train_teacher  # noqa: E402
 DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
             "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "kd": 1, "minw": 0, "aug": 0,
-            "augw": 0.3}
+            "augw": 0.3, "loss": "kl"}
 
 
 def parse(spec: str) -> dict:
@@ -166,14 +167,14 @@ def main() -> int:
     seen = set(random.Random(0).sample(range(len(pool)), args.teacher_samples))  # the teacher's rows (TextData.split)
     transfer = {"pool": list(range(len(pool))), "train": sorted(seen), "unused": [i for i in range(len(pool)) if i not in seen]}
     print(f"pool {len(pool)} phrases, dev {len(dev)} training sentences; teacher dev accuracy {teacher_acc:.4f}")
-    rows = []
+    rows, variant_logits = [], {}
     for spec in args.settings:
         s = parse(spec)
         model, layers, gradual = student(teacher, tok, pool, s)
         cfg = DistillConfig(num_layers=1, epochs=s["epochs"], train_samples=s["samples"], learning_rate=s["lr"],
                             alpha=s["alpha"], temperature=s["T"], hidden_weight=s["hidden"], seed=s["seed"],
                             dropout=None if s["dropout"] < 0 else s["dropout"], precision=s["precision"], batch_size=s["batch"],
-                            min_words=s["minw"], augment=s["aug"], augment_words=s["augw"])
+                            min_words=s["minw"], augment=s["aug"], augment_words=s["augw"], kd_loss=s["loss"])
         t0 = time.perf_counter()
         rows_ = transfer[s["transfer"]]
         data = type(pool)([pool.texts[i] for i in rows_], [pool.labels[i] for i in rows_])
@@ -181,8 +182,11 @@ def main() -> int:
         if cfg.augment:  # as training.kd_finetune does: the subset, its variants with the teacher's logits, one pass
             idx = kd_subset(data.texts, cfg)
             data, variants, cfg = kd_set(data, idx, cfg, teacher, tok)
-            if kd_logits is not None:
-                kd_logits = torch.cat([kd_logits[slice(None) if idx is None else idx], teacher_logits_for(teacher, tok, variants.texts)])
+            if kd_logits is not None:  # the teacher labels each set of variants once per sweep (rows differing in loss share it)
+                key = (s["transfer"], s["samples"], s["minw"], s["seed"], s["aug"], s["augw"])
+                if key not in variant_logits:
+                    variant_logits[key] = teacher_logits_for(teacher, tok, variants.texts)
+                kd_logits = torch.cat([kd_logits[slice(None) if idx is None else idx], variant_logits[key]])
         if not s["kd"]:
             trained = model
         elif gradual:  # pruning happens inside the KD loop, as the recipe step runs it

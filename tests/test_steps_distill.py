@@ -7,7 +7,7 @@ from transformers import AutoModelForSequenceClassification
 
 from compression.modeling import encoder_layers
 from compression.steps.distill import make_student, spread_layers
-from compression.steps.losses import distill_loss, hidden_mse, kd_loss
+from compression.steps.losses import distill_loss, hidden_mse, kd_loss, logit_mse
 
 
 def test_kd_loss_hand_computed():
@@ -26,6 +26,32 @@ def test_distill_loss_mixes_kd_and_ce():
     ce = -math.log(math.exp(1) / (math.exp(1) + math.exp(2)))
     expected = 0.7 * kd_loss(s, t, 2.0).item() + 0.3 * ce
     assert math.isclose(distill_loss(s, t, y, alpha=0.7, temperature=2.0).item(), expected, rel_tol=1e-5)
+
+
+def test_logit_mse_loss_hand_computed_and_chosen_by_kind():
+    s, t, y = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 0.0]]), torch.tensor([0])
+    assert logit_mse(s, t).item() == pytest.approx(((1 - 3) ** 2 + (2 - 0) ** 2) / 2)
+    assert logit_mse(t, t).item() == 0.0
+    ce = -math.log(math.exp(1) / (math.exp(1) + math.exp(2)))
+    assert distill_loss(s, t, y, 0.7, 2.0, "mse").item() == pytest.approx(0.7 * 4.0 + 0.3 * ce, rel=1e-5)
+    # KL sees only the softmax: shifting both student logits changes nothing; MSE copies the logits themselves
+    assert kd_loss(s + 5, t, 2.0).item() == pytest.approx(kd_loss(s, t, 2.0).item(), rel=1e-5)
+    assert logit_mse(s + 5, t).item() != pytest.approx(logit_mse(s, t).item())
+    with pytest.raises(ValueError, match="kd_loss must be one of"):
+        distill_loss(s, t, y, 0.7, 2.0, "l1")
+
+
+def test_mse_keeps_pulling_where_the_teacher_is_sure():
+    """The reason to offer MSE: a student on the right side of a sure teacher (margin 4 vs 16) gets
+    a strong pull toward the teacher's margin from MSE and almost none from KL at T=2."""
+    t = torch.tensor([[8.0, -8.0]])
+    grads = {}
+    for kind in ("kl", "mse"):
+        s = torch.tensor([[2.0, -2.0]], requires_grad=True)
+        distill_loss(s, t, torch.tensor([0]), 1.0, 2.0, kind).backward()
+        grads[kind] = s.grad[0, 0].item()
+    assert grads["kl"] < 0 and grads["mse"] < 0           # both raise the positive logit
+    assert abs(grads["mse"]) > 10 * abs(grads["kl"])
 
 
 def test_hidden_mse_masks_padding():
@@ -78,7 +104,8 @@ def test_kd_uses_train_samples_and_leaves_thread_settings_alone(tiny_model, tiny
 def test_train_config_rejects_bad_knobs():
     from compression.steps.training import TrainConfig
 
-    for bad in ({"train_samples": 0}, {"warmup_ratio": 1.0}, {"max_grad_norm": 0}, {"alpha": 2}, {"min_words": -1}):
+    for bad in ({"train_samples": 0}, {"warmup_ratio": 1.0}, {"max_grad_norm": 0}, {"alpha": 2}, {"min_words": -1},
+                {"kd_loss": "l1"}):
         with pytest.raises(ValueError):
             TrainConfig(**bad)
 
@@ -145,6 +172,32 @@ def test_hidden_state_kd_pulls_the_students_layers_toward_the_teachers(tiny_mode
     cfg = TrainConfig(max_steps=40, batch_size=16, learning_rate=1e-3, hidden_weight=1.0, alpha=0.5)
     trained = distill(teacher, student, data, cfg, tok, max_length=32, layer_map=[1])
     assert mse(trained) < 0.5 * before
+
+
+def test_kd_loss_mse_reaches_the_loop_and_pulls_the_logits_to_the_teachers(tiny_model, tiny_data):
+    """kd_loss: mse trains the student's raw logits toward the teacher's (the field reaches the loop:
+    an unknown kd_loss never gets that far, see test_train_config_rejects_bad_knobs)."""
+    from transformers import AutoTokenizer
+
+    from compression.data import read_file
+    from compression.steps.training import TrainConfig, distill
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
+    data = read_file(tiny_data / "train.tsv", "sentence", "label")
+    batch = tok(data.texts[:64], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        target = teacher(**batch).logits
+
+    def gap(student):
+        with torch.no_grad():
+            return logit_mse(student(**batch).logits, target).item()
+
+    student = make_student(teacher, (1,))
+    torch.nn.init.normal_(student.classifier.weight, std=0.5)  # logits far from the teacher's
+    before = gap(student)
+    cfg = TrainConfig(max_steps=40, batch_size=16, learning_rate=1e-3, alpha=1.0, kd_loss="mse")
+    assert gap(distill(teacher, student, data, cfg, tok, max_length=32)) < 0.2 * before
 
 
 def test_kd_can_learn_from_the_training_rows_the_teacher_never_saw(tiny_model, tiny_data, tmp_path, caplog):

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..config import check_precision
 from ..machine import training_precision
 from ..modeling import accepted_inputs, set_dropout
-from .losses import distill_loss, hidden_mse
+from .losses import KD_LOSSES, distill_loss, hidden_mse
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ class TrainConfig:
     learning_rate: float = 1e-4
     alpha: float = 0.9               # KD weight vs. cross-entropy on the gold labels
     temperature: float = 2.0         # softens the teacher's distribution (T² keeps gradients comparable)
+    kd_loss: str = "kl"              # the KD term: "kl" (softmax at temperature) or "mse" (raw logits: keeps pushing
+                                     # where the teacher is sure, so the student copies margins, not only sides)
     hidden_weight: float = 0.0       # TinyBERT hidden-state MSE; 0 lets cached teacher logits replace teacher forwards
     seed: int = 0
     freeze_embeddings: bool = True   # on CPU the 11.7M-row table's update costs more than a 3-layer step
@@ -61,6 +63,8 @@ class TrainConfig:
 
     def __post_init__(self):
         check_precision(self.precision, self.dropout)
+        if self.kd_loss not in KD_LOSSES:
+            raise ValueError(f"kd_loss must be one of {', '.join(KD_LOSSES)}, got {self.kd_loss!r}")
         if self.transfer not in ("train", "unused", "all"):
             raise ValueError(f"transfer must be train, unused or all, got {self.transfer!r}")
         if self.min_words < 0:
@@ -229,7 +233,8 @@ def _loop(acc, student, teacher, opt, sched, batches, enc, labels, teacher_logit
             else:
                 logits_t = teacher_logits[idx].to(acc.device)
         # losses in fp32: a bf16 log-softmax of near-equal logits loses the KD signal
-        loss = distill_loss(out_s.logits.float(), logits_t.float(), labels[idx].to(acc.device), cfg.alpha, cfg.temperature)
+        loss = distill_loss(out_s.logits.float(), logits_t.float(), labels[idx].to(acc.device), cfg.alpha, cfg.temperature,
+                            cfg.kd_loss)
         if use_hidden:
             mapping = [0] + [j + 1 for j in (layer_map or range(len(out_s.hidden_states) - 1))]
             loss = loss + cfg.hidden_weight * hidden_mse([h.float() for h in out_s.hidden_states],
