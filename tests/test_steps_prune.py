@@ -23,6 +23,7 @@ from compression.steps.prune import (
     select_units,
     sparsity_of,
     structured_prune,
+    taylor_importance,
     threshold,
     ffn_means,
     zero_units,
@@ -124,6 +125,26 @@ def test_zero_units_then_removal_leaves_logits_unchanged(model, tiny_model):
         removed = prune_heads_ffn(model, heads, keep)(**batch).logits
     assert (masked - before).abs().max() > 1e-4  # the units mattered
     torch.testing.assert_close(removed, masked, atol=1e-5, rtol=1e-5)
+
+
+def test_the_ranking_depends_on_the_batches_not_on_the_random_state(model, tiny_model, data):
+    """A model whose config keeps dropout (MiniLM's 0.1; the demo teacher's saved config too): the units a
+    build removes must not depend on what drew from torch's random state before (teacher training or
+    not, a resumed build, a sweep's row order). The model's mode is left as it was."""
+    assert model.config.hidden_dropout_prob > 0
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    batches = importance_batches(tok, data["train"], 4, 16, 32, seed=0)
+    model.train()
+    ranked = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        ranked.append(taylor_importance(model, batches))
+    (h1, f1), (h2, f2) = ranked
+    assert h1.abs().sum() > 0
+    torch.testing.assert_close(h1, h2)
+    for a, b in zip(f1, f2):
+        torch.testing.assert_close(a, b)
+    assert model.training
 
 
 def test_ffn_means_count_real_tokens_only(model, tiny_model):

@@ -252,14 +252,17 @@ def _autocast(precision: str):
 def taylor_importance(model, batches, precision: str = "fp32") -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Accumulated |w·∂L/∂w| per head [layers, heads] and per FFN neuron (list per layer).
 
-    ``precision`` "bf16": forward under bf16 autocast (weights and their gradients stay fp32), as training does."""
+    ``precision`` "bf16": forward under bf16 autocast (weights and their gradients stay fp32), as training does.
+    Dropout is off (eval mode; gradients flow all the same): with it on, the ranking drew its masks from
+    the process's random state, so which units a build removed depended on what ran before it (a
+    resumed build, a sweep's row order), not on the recipe alone."""
     layers = encoder_layers(model)
     n_heads = layers[0].attention.self.num_attention_heads
     d = layers[0].attention.self.attention_head_size
     heads = torch.zeros(len(layers), n_heads)
     ffn = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
     was_training, device = model.training, next(model.parameters()).device
-    model.train()
+    model.eval()
     for batch, labels in batches:
         model.zero_grad(set_to_none=True)
         with _autocast(precision):
