@@ -21,6 +21,12 @@ def logit_mse(logits_s: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
 KD_LOSSES = ("kl", "mse")  # the names a recipe's ``kd_loss`` accepts
 
 
+def check_kd_loss(kind: str) -> None:
+    """The one check of a KD loss name: recipes (``TrainConfig``) and ``distill_loss`` both call it."""
+    if kind not in KD_LOSSES:
+        raise ValueError(f"kd_loss must be one of {', '.join(KD_LOSSES)}, got {kind!r}")
+
+
 def hidden_mse(hidden_s: list[torch.Tensor], hidden_t: list[torch.Tensor], mapping: list[int], mask: torch.Tensor) -> torch.Tensor:
     """TinyBERT-style MSE between student layer i and teacher layer mapping[i] (masked tokens only)."""
     m = mask.unsqueeze(-1).float()
@@ -35,8 +41,7 @@ def distill_loss(logits_s, logits_t, labels, alpha: float, temperature: float, k
     """α·KD + (1−α)·CE, the CE over the rows with a gold label (label ``IGNORE``: the teacher's soft
     label only, as augmented sentences carry; a batch of only those is KD alone). ``kind``: the KD
     term, "kl" (``kd_loss`` at ``temperature``) or "mse" (``logit_mse``; temperature unused)."""
-    if kind not in KD_LOSSES:
-        raise ValueError(f"kd_loss must be one of {KD_LOSSES}, got {kind!r}")
+    check_kd_loss(kind)
     gold = labels != IGNORE
     ce = F.cross_entropy(logits_s, labels, ignore_index=IGNORE, reduction="sum") / gold.sum().clamp(min=1)
     kd = kd_loss(logits_s, logits_t, temperature) if kind == "kl" else logit_mse(logits_s, logits_t)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..config import check_precision
 from ..machine import training_precision
 from ..modeling import accepted_inputs, set_dropout
-from .losses import KD_LOSSES, distill_loss, hidden_mse
+from .losses import check_kd_loss, distill_loss, hidden_mse
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_precision(self.precision, self.dropout)
-        if self.kd_loss not in KD_LOSSES:
-            raise ValueError(f"kd_loss must be one of {', '.join(KD_LOSSES)}, got {self.kd_loss!r}")
+        check_kd_loss(self.kd_loss)
         if self.transfer not in ("train", "unused", "all"):
             raise ValueError(f"transfer must be train, unused or all, got {self.transfer!r}")
         if self.min_words < 0:
