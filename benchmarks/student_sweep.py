@@ -52,7 +52,7 @@ from compression.machine import cpu_flags, cpu_name  # noqa: E402
 from compression.modeling import load_classifier, resolve_base_model  # noqa: E402
 from compression.steps.distill import DistillConfig, make_student, spread_layers  # noqa: E402
 from compression.steps.prune import StructuredPruneConfig, importance_batches, structured_prune  # noqa: E402
-from compression.steps.training import distill, kd_set, kd_subset, teacher_logits_for  # noqa: E402
+from compression.steps.training import distill, kd_set, kd_subset, teacher_logits_for, variants_key  # noqa: E402
 from compression.teacher import train_teacher  # noqa: E402
 
 DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
@@ -180,10 +180,9 @@ def main() -> int:
         data = type(pool)([pool.texts[i] for i in rows_], [pool.labels[i] for i in rows_])
         kd_logits = None if s["hidden"] else logits[rows_]
         if cfg.augment:  # as training.kd_finetune does: the subset, its variants with the teacher's logits, one pass
-            idx = kd_subset(data.texts, cfg)
+            idx, key = kd_subset(data.texts, cfg), variants_key(s["transfer"], cfg)
             data, variants, cfg = kd_set(data, idx, cfg, teacher, tok)
             if kd_logits is not None:  # the teacher labels each set of variants once per sweep (rows differing in loss share it)
-                key = (s["transfer"], s["samples"], s["minw"], s["seed"], s["aug"], s["augw"])
                 if key not in variant_logits:
                     variant_logits[key] = teacher_logits_for(teacher, tok, variants.texts)
                 kd_logits = torch.cat([kd_logits[slice(None) if idx is None else idx], variant_logits[key]])

@@ -156,10 +156,16 @@ def kd_set(data, idx: list[int] | None, cfg: TrainConfig, teacher, tokenizer):
             dataclasses.replace(cfg, train_samples=None, min_words=0, augment=0))
 
 
+def variants_key(name: str, cfg: TrainConfig) -> str:
+    """What names one set of KD variants (the split, the KD subset and the augmentation settings):
+    KD runs with the same key train on the same variants, so the teacher labels them once."""
+    return f"{name}+aug/{cfg.augment}/{cfg.augment_words}/{cfg.augment_neighbours}/{cfg.seed}/{cfg.train_samples}/{cfg.min_words}"
+
+
 def _augmented(ctx, name, data, idx, cached, cfg):
     """``kd_set`` in a build: the variants' teacher logits are cached under the KD set's settings, so
     sibling students share them. Returns (sentences, their teacher logits or None, config)."""
-    key = f"{name}+aug/{cfg.augment}/{cfg.augment_words}/{cfg.augment_neighbours}/{cfg.seed}/{cfg.train_samples}/{cfg.min_words}"
+    key = variants_key(name, cfg)
     both, variants, one_pass = kd_set(data, idx, cfg, ctx.teacher, ctx.tokenizer)
     ctx.splits.setdefault(key, variants)
     log.info("KD on %d sentences and %d teacher-labelled variants", len(both) - len(variants), len(variants))
