@@ -12,7 +12,9 @@ each setting builds a student from it exactly as a recipe step would (``make_stu
 the CPU named.
 
 Settings are comma-separated key=value: kind (L2, L3, L4, pruned: heads 0.5 + FFN 0.55 of the
-6-layer teacher, narrow: L2 then heads 0.5 + FFN 0.5), samples (KD sentences, default 24000),
+6-layer teacher, narrow: L2 then heads 0.5 + FFN 0.5, tiny: the demo's two stages, an L2 trained by this row's KD
+settings, then ``heads``/``ffn`` of it removed and half an epoch of KD on 24,000 sentences without variants: pass
+heads=0.5,ffn=0.5 as the recipe does; vocabulary pruning and 4-bit embeddings not applied), samples (KD sentences, default 24000),
 epochs, lr, alpha, T (temperature), hidden (hidden-state MSE weight; needs a teacher forward per
 step), dropout (-1 = the model's own), precision, heads, ffn, imp (Taylor importance batches), seed,
 speed (1: also export the student, fuse + int8 it, and time it at batch 1 on one thread against the
@@ -90,7 +92,9 @@ def teacher_for(pool, work: Path, samples: int):
 def student(teacher, tok, pool, s: dict):
     """The student before KD, its teacher-layer map, and a gradual pruning to run during KD (or None)."""
     kind = s["kind"]
-    if kind.startswith("L"):
+    if kind.startswith("L") or kind == "tiny":  # tiny: first an L2, then narrowed (``narrow_tiny``) after its KD
+        if kind == "tiny":
+            return make_student(teacher, spread_layers(6, 2)), spread_layers(6, 2), None
         return make_student(teacher, spread_layers(6, int(kind[1:]))), spread_layers(6, int(kind[1:])), None
     if kind in ("pruned", "narrow"):
         model = make_student(teacher, spread_layers(6, 2)) if kind == "narrow" else copy.deepcopy(teacher)
@@ -104,6 +108,17 @@ def student(teacher, tok, pool, s: dict):
         model, _ = structured_prune(model, cfg, batches)
         return model, layers, None
     raise SystemExit(f"unknown kind {kind!r}")
+
+
+def narrow_tiny(model, teacher, tok, pool, rows: list[int], logits, s: dict):
+    """The demo recipe's second tiny stage on a trained L2: ``heads``/``ffn`` of it removed (the recipe's
+    narrow: 0.5/0.5; 16 importance batches), then half an epoch of KD on 24,000 of the KD sentences, no variants."""
+    cfg = StructuredPruneConfig(heads_fraction=s["heads"], ffn_fraction=s["ffn"], recovery=False)
+    model, _ = structured_prune(model, cfg, importance_batches(tok, pool, cfg.importance_batches, cfg.batch_size, 128, cfg.seed))
+    kd = DistillConfig(num_layers=1, epochs=0.5, train_samples=24000, learning_rate=s["lr"], seed=s["seed"],
+                       dropout=None if s["dropout"] < 0 else s["dropout"], precision=s["precision"], batch_size=s["batch"])
+    data = type(pool)([pool.texts[i] for i in rows], [pool.labels[i] for i in rows])
+    return distill(teacher, model, data, kd, tok, logits[rows], 128, list(spread_layers(6, 2)))
 
 
 def int8_ms(model, tok, texts, work: Path, name: str, fused: bool, dev=None) -> tuple[float, float | None]:
@@ -195,6 +210,8 @@ def main() -> int:
             trained, _ = structured_prune(model, *gradual, train)
         else:
             trained = distill(teacher, model, data, cfg, tok, kd_logits, 128, list(layers))
+        if s["kind"] == "tiny":
+            trained = narrow_tiny(trained, teacher, tok, pool, transfer[s["transfer"]], logits, s)
         seconds = time.perf_counter() - t0
         acc = accuracy(trained, tok, dev)
         agree = float((predictions(trained, tok, dev) == teacher_pred).float().mean())
