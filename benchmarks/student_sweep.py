@@ -93,9 +93,8 @@ def student(teacher, tok, pool, s: dict):
     """The student before KD, its teacher-layer map, and a gradual pruning to run during KD (or None)."""
     kind = s["kind"]
     if kind.startswith("L") or kind == "tiny":  # tiny: first an L2, then narrowed (``narrow_tiny``) after its KD
-        if kind == "tiny":
-            return make_student(teacher, spread_layers(6, 2)), spread_layers(6, 2), None
-        return make_student(teacher, spread_layers(6, int(kind[1:]))), spread_layers(6, int(kind[1:])), None
+        layers = spread_layers(6, 2 if kind == "tiny" else int(kind[1:]))
+        return make_student(teacher, layers), layers, None
     if kind in ("pruned", "narrow"):
         model = make_student(teacher, spread_layers(6, 2)) if kind == "narrow" else copy.deepcopy(teacher)
         gradual = s["sched"] == "gradual"
@@ -110,15 +109,15 @@ def student(teacher, tok, pool, s: dict):
     raise SystemExit(f"unknown kind {kind!r}")
 
 
-def narrow_tiny(model, teacher, tok, pool, rows: list[int], logits, s: dict):
+def narrow_tiny(model, teacher, tok, pool, data, logits, s: dict):
     """The demo recipe's second tiny stage on a trained L2: ``heads``/``ffn`` of it removed (the recipe's
-    narrow: 0.5/0.5; 16 importance batches), then half an epoch of KD on 24,000 of the KD sentences, no variants."""
+    narrow: 0.5/0.5; 16 importance batches), then half an epoch of KD on 24,000 of the KD sentences ``data``
+    (their teacher ``logits``), no variants."""
     cfg = StructuredPruneConfig(heads_fraction=s["heads"], ffn_fraction=s["ffn"], recovery=False)
     model, _ = structured_prune(model, cfg, importance_batches(tok, pool, cfg.importance_batches, cfg.batch_size, 128, cfg.seed))
     kd = DistillConfig(num_layers=1, epochs=0.5, train_samples=24000, learning_rate=s["lr"], seed=s["seed"],
                        dropout=None if s["dropout"] < 0 else s["dropout"], precision=s["precision"], batch_size=s["batch"])
-    data = type(pool)([pool.texts[i] for i in rows], [pool.labels[i] for i in rows])
-    return distill(teacher, model, data, kd, tok, logits[rows], 128, list(spread_layers(6, 2)))
+    return distill(teacher, model, data, kd, tok, logits, 128, list(spread_layers(6, 2)))
 
 
 def int8_ms(model, tok, texts, work: Path, name: str, fused: bool, dev=None) -> tuple[float, float | None]:
@@ -192,7 +191,7 @@ def main() -> int:
                             min_words=s["minw"], augment=s["aug"], augment_words=s["augw"], kd_loss=s["loss"])
         t0 = time.perf_counter()
         rows_ = transfer[s["transfer"]]
-        data = type(pool)([pool.texts[i] for i in rows_], [pool.labels[i] for i in rows_])
+        data = base = type(pool)([pool.texts[i] for i in rows_], [pool.labels[i] for i in rows_])
         kd_logits = None if s["hidden"] else logits[rows_]
         if cfg.augment:  # as training.kd_finetune does: the subset, its variants with the teacher's logits, one pass
             idx, key = kd_subset(data.texts, cfg), variants_key(s["transfer"], cfg)
@@ -211,7 +210,7 @@ def main() -> int:
         else:
             trained = distill(teacher, model, data, cfg, tok, kd_logits, 128, list(layers))
         if s["kind"] == "tiny":
-            trained = narrow_tiny(trained, teacher, tok, pool, transfer[s["transfer"]], logits, s)
+            trained = narrow_tiny(trained, teacher, tok, pool, base, logits[rows_], s)
         seconds = time.perf_counter() - t0
         acc = accuracy(trained, tok, dev)
         agree = float((predictions(trained, tok, dev) == teacher_pred).float().mean())
