@@ -27,7 +27,9 @@ importance batches), events, ramp, comp (1: bias compensation, the removed FFN n
 folded into the FFN output bias before removal), kd (0: score the student as built, before any KD), minw (KD only on
 phrases of at least this many words, then ``samples`` of them), aug (teacher-labelled variants per KD sentence,
 ``training.kd_set``: words swapped for neighbours in the teacher's embedding table), augw (share of words swapped),
-loss (the KD term: kl at temperature T, or mse on the raw logits).
+loss (the KD term: kl at temperature T, or mse on the raw logits), freeze (the embeddings block and the lowest
+this many blocks fixed during the KD of this row's main stage), ema (the KD of this row's main stage keeps an
+exponential moving average of the weights at this decay per step instead of the last step's).
 Besides dev accuracy each row reports agreement: the share of dev sentences where the student predicts what the
 teacher predicts (how faithfully it copies the teacher, right or wrong).
 """
@@ -60,7 +62,7 @@ from compression.teacher import train_teacher  # noqa: E402
 DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
             "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "kd": 1, "minw": 0, "aug": 0,
-            "augw": 0.3, "loss": "kl"}
+            "augw": 0.3, "loss": "kl", "freeze": 0, "ema": 0.0}
 
 
 def parse(spec: str) -> dict:
@@ -188,7 +190,8 @@ def main() -> int:
         cfg = DistillConfig(num_layers=1, epochs=s["epochs"], train_samples=s["samples"], learning_rate=s["lr"],
                             alpha=s["alpha"], temperature=s["T"], hidden_weight=s["hidden"], seed=s["seed"],
                             dropout=None if s["dropout"] < 0 else s["dropout"], precision=s["precision"], batch_size=s["batch"],
-                            min_words=s["minw"], augment=s["aug"], augment_words=s["augw"], kd_loss=s["loss"])
+                            min_words=s["minw"], augment=s["aug"], augment_words=s["augw"], kd_loss=s["loss"],
+                            freeze_layers=s["freeze"], ema=s["ema"])
         t0 = time.perf_counter()
         rows_ = transfer[s["transfer"]]
         data = base = type(pool)([pool.texts[i] for i in rows_], [pool.labels[i] for i in rows_])

@@ -14,12 +14,19 @@ the CPU named. The ratio is only meaningful on the machine it was measured on.
 
     python benchmarks/train_step.py --profile
 
-instead profiles 5 demo-teacher steps (13 tokens, eager, dropout 0) in the precision a build picks
+    python benchmarks/train_step.py --kd-freeze --json bench-out/train_step_freeze.json
+
+instead times the demo's pruned student's KD step (a quarter of the heads and 55% of the FFN removed, as
+recipes/demo.yaml's x-prune; fp32 or bf16 as ``precision: auto`` picks, eager, dropout 0) with
+``freeze_layers`` 0, 1, 2 and 3 (the embeddings block and the lowest blocks fixed), interleaved the same way.
+
+``--profile`` instead profiles 5 demo-teacher steps (13 tokens, eager, dropout 0) in the precision a build picks
 on this CPU (``precision: auto``) with ``torch.profiler`` and prints the operators by self CPU time.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -29,12 +36,12 @@ import torch
 import torch.nn.functional as F
 
 from compression.machine import cpu_flags, cpu_name, training_precision
-from compression.modeling import default_base_model, set_dropout
+from compression.modeling import default_base_model, freeze_lowest_layers, set_dropout
 from compression.steps.distill import make_student, spread_layers
 from compression.steps.losses import distill_loss
-from compression.teacher import freeze_lowest_layers
 
 ROUNDS, KEEP_FROM = 12, 2
+FREEZE = (0, 1, 2, 3)  # --kd-freeze: the lowest blocks fixed during the pruned student's KD
 SETTINGS = [  # (name, precision, attention, dropout)
     ("fp32, SDPA, dropout 0.1 (before)", "fp32", "sdpa", 0.1),
     ("bf16, SDPA, dropout 0.1", "bf16", "sdpa", 0.1),
@@ -95,11 +102,61 @@ def profile() -> int:
     return 0
 
 
+def kd_freeze(json_path: str) -> int:
+    """The pruned student's KD step with 0-3 of its lowest blocks (and the embeddings) fixed, interleaved."""
+    from compression.steps.prune import StructuredPruneConfig, structured_prune
+
+    precision = training_precision("auto", "cpu")
+    cfg = StructuredPruneConfig(heads_fraction=0.25, ffn_fraction=0.55, recovery=False)
+    ids = torch.randint(1000, 20000, (32, 13))
+    imp = [({"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)},
+            torch.randint(0, 2, (32,)))] * 4
+    pruned = structured_prune(model_for("teacher", "eager", 0.0).eval(), cfg, imp)[0]
+    rows = []
+    for length in (13, 32):
+        ids = torch.randint(1000, 20000, (32, length))
+        mask = torch.ones_like(ids)
+        mask[16:, length - 3:] = 0
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.randint(0, 2, (32,)), "teacher": torch.randn(32, 2)}
+        models, opts, times = {}, {}, {}
+        for n in FREEZE:
+            m = copy.deepcopy(pruned)
+            m.requires_grad_(True)
+            m.get_input_embeddings().weight.requires_grad_(False)
+            if n:
+                freeze_lowest_layers(m, n)
+            models[n], times[n] = m.train(), []
+            opts[n] = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
+        for r in range(ROUNDS):
+            for n in FREEZE:
+                ms = step(models[n], opts[n], batch, precision, True)
+                if r >= KEEP_FROM:
+                    times[n].append(ms)
+        base = statistics.median(times[0])
+        for n in FREEZE:
+            med = statistics.median(times[n])
+            rows.append({"model": "pruned student (KD)", "tokens": length, "freeze_layers": n, "precision": precision,
+                         "ms_per_step": round(med, 1), "ms_per_sentence": round(med / 32, 2), "speedup_vs_0": round(base / med, 2)})
+    machine = {"cpu": cpu_name(), "flags": cpu_flags(), "threads": torch.get_num_threads()}
+    print(f"CPU: {machine['cpu']} ({', '.join(machine['flags'])}), {machine['threads']} threads; batch 32, {precision}, "
+          f"median of {ROUNDS - KEEP_FROM} interleaved rounds\n")
+    print("| model | tokens | freeze_layers | ms / step | ms / sentence | × vs 0 |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['tokens']} | {r['freeze_layers']} | {r['ms_per_step']:.0f} | {r['ms_per_sentence']:.2f} "
+              f"| {r['speedup_vs_0']:.2f} |")
+    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(json_path).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default="bench-out/train_step.json")
     ap.add_argument("--profile", action="store_true", help="profile the demo teacher's step instead of the timing table")
+    ap.add_argument("--kd-freeze", action="store_true", help="time the pruned student's KD step with 0-3 blocks frozen instead")
     args = ap.parse_args()
+    if args.kd_freeze:
+        return kd_freeze(args.json)
     if args.profile:
         return profile()
     rows = []

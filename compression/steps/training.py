@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..config import check_precision
 from ..machine import training_precision
-from ..modeling import accepted_inputs, set_dropout
+from ..modeling import accepted_inputs, freeze_lowest_layers, set_dropout
 from .losses import check_kd_loss, distill_loss, hidden_mse
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,16 @@ class TrainConfig:
     hidden_weight: float = 0.0       # TinyBERT hidden-state MSE; 0 lets cached teacher logits replace teacher forwards
     seed: int = 0
     freeze_embeddings: bool = True   # on CPU the 11.7M-row table's update costs more than a 3-layer step
+    freeze_layers: int = 0           # the embeddings block and the lowest this many blocks fixed during KD: backward
+                                     # stops above them (a cheaper step on CPU, where training is all GEMM)
     train_samples: int | None = None # KD on a deterministic subset: students need signal, not every sub-phrase
     min_words: int = 0               # KD only on phrases of at least this many words (before train_samples): users and
                                      # validation send whole sentences; SST-2's 1-3 word sub-phrases say little about them
     weight_decay: float = 0.01       # AdamW default of BERT fine-tuning
     warmup_ratio: float = 0.1        # linear warm-up share of the steps, then linear decay to 0
     max_grad_norm: float = 1.0       # clipping: KD on fresh students spikes early
+    ema: float = 0.0                 # keep an exponential moving average of the trained weights (this decay per
+                                     # step; 0.99 averages about the last 100 steps) instead of the last step's: 0 = off
     precision: str = "auto"          # bf16 autocast where the CPU/GPU has native bf16 math (fp32 master weights), else fp32
     dropout: float | None = None     # dropout rate while training (None: the model's own); masks cost a tenth of a CPU step
     transfer: str = "train"          # KD sentences: "train" (what the teacher learned from), "unused" (training rows the
@@ -66,6 +70,10 @@ class TrainConfig:
         check_kd_loss(self.kd_loss)
         if self.transfer not in ("train", "unused", "all"):
             raise ValueError(f"transfer must be train, unused or all, got {self.transfer!r}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if self.freeze_layers < 0:
+            raise ValueError(f"freeze_layers must be >= 0, got {self.freeze_layers}")
         if self.min_words < 0:
             raise ValueError(f"min_words must be >= 0, got {self.min_words}")
         if self.augment < 0 or not 0 < self.augment_words <= 1 or self.augment_neighbours < 1:
@@ -197,9 +205,12 @@ def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits:
     enc = tokenizer(data.texts, truncation=True, max_length=max_length)
     labels = torch.tensor(data.labels)
     total = train_steps(len(labels), cfg)
+    trainable = [p for p in student.parameters() if p.requires_grad]
     if cfg.freeze_embeddings:
         for p in student.get_input_embeddings().parameters():
             p.requires_grad_(False)
+    if cfg.freeze_layers:
+        freeze_lowest_layers(student, cfg.freeze_layers, "freeze_layers")
     cuda = torch.cuda.is_available()
     precision = training_precision(cfg.precision, "cuda" if cuda else "cpu", cuda_bf16=cuda and torch.cuda.is_bf16_supported())
     acc = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
@@ -214,16 +225,27 @@ def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits:
         teacher.to(acc.device)
     teacher.eval()
     student.train()
+    params = [p for p in acc.unwrap_model(student).parameters() if p.requires_grad]
+    ema = [p.detach().clone() for p in params] if cfg.ema else None
     _loop(acc, student, teacher, opt, sched, batches, enc, labels, teacher_logits, tokenizer, cfg, layer_map, on_step,
-          after_step, use_hidden, progress)
+          after_step, use_hidden, progress, (params, ema))
+    if ema is not None:
+        with torch.no_grad():
+            for p, e in zip(params, ema):
+                p.copy_(e)
+        if after_step is not None:  # masks of pruned weights hold on the averaged weights too
+            after_step(len(batches) - 1, len(batches))
     if use_hidden:
         teacher.cpu()
+    if cfg.freeze_layers:  # later steps (importance ranking, QAT) need the gradients of the blocks frozen here
+        for p in trainable:
+            p.requires_grad_(True)
     # without the bf16 autocast shim: the student is measured and exported in fp32
     return acc.unwrap_model(student, keep_fp32_wrapper=False).cpu().eval()
 
 
 def _loop(acc, student, teacher, opt, sched, batches, enc, labels, teacher_logits, tokenizer, cfg, layer_map, on_step,
-          after_step, use_hidden, progress):
+          after_step, use_hidden, progress, averaged):
     for step, idx in enumerate(tqdm(batches, desc="distill", unit="step", leave=False, disable=not acc.is_main_process)):
         batch = accepted_inputs(acc.unwrap_model(student), tokenizer.pad({k: [v[i] for i in idx] for k, v in enc.items()}, return_tensors="pt"))
         batch = {k: v.to(acc.device) for k, v in batch.items()}
@@ -251,6 +273,10 @@ def _loop(acc, student, teacher, opt, sched, batches, enc, labels, teacher_logit
         opt.zero_grad(set_to_none=True)
         if after_step is not None:
             after_step(step, len(batches))
+        if averaged[1] is not None:
+            with torch.no_grad():
+                for e, p in zip(averaged[1], averaged[0]):
+                    e.lerp_(p, 1 - cfg.ema)
         if progress is not None:
             progress(step + 1, len(batches))
 
