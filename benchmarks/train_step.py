@@ -111,7 +111,9 @@ def kd_freeze(json_path: str) -> int:
     ids = torch.randint(1000, 20000, (32, 13))
     imp = [({"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)},
             torch.randint(0, 2, (32,)))] * 4
-    pruned = structured_prune(model_for("teacher", "eager", 0.0).eval(), cfg, imp)[0]
+    base = model_for("teacher", "eager", 0.0).eval()
+    base.requires_grad_(True)  # the importance ranking reads every block's weight gradients
+    pruned = structured_prune(base, cfg, imp)[0]
     rows = []
     for length in (13, 32):
         ids = torch.randint(1000, 20000, (32, length))
