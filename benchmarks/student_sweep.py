@@ -29,7 +29,8 @@ phrases of at least this many words, then ``samples`` of them), aug (teacher-lab
 ``training.kd_set``: words swapped for neighbours in the teacher's embedding table), augw (share of words swapped),
 loss (the KD term: kl at temperature T, or mse on the raw logits), freeze (the embeddings block and the lowest
 this many blocks fixed during the KD of this row's main stage), ema (the KD of this row's main stage keeps an
-exponential moving average of the weights at this decay per step instead of the last step's).
+exponential moving average of the weights at this decay per step instead of the last step's), hnorm (1: each
+layer's head importances divided by their L2 norm before the global ranking).
 Besides dev accuracy each row reports agreement: the share of dev sentences where the student predicts what the
 teacher predicts (how faithfully it copies the teacher, right or wrong).
 """
@@ -62,7 +63,7 @@ from compression.teacher import train_teacher  # noqa: E402
 DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
             "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "kd": 1, "minw": 0, "aug": 0,
-            "augw": 0.3, "loss": "kl", "freeze": 0, "ema": 0.0}
+            "augw": 0.3, "loss": "kl", "freeze": 0, "ema": 0.0, "hnorm": 0}
 
 
 def parse(spec: str) -> dict:
@@ -101,7 +102,8 @@ def student(teacher, tok, pool, s: dict):
         model = make_student(teacher, spread_layers(6, 2)) if kind == "narrow" else copy.deepcopy(teacher)
         gradual = s["sched"] == "gradual"
         cfg = StructuredPruneConfig(heads_fraction=s["heads"], ffn_fraction=s["ffn"], recovery=gradual, importance_batches=s["imp"],
-                                    schedule=s["sched"], events=s["events"], ramp=s["ramp"], compensate=bool(s["comp"]))
+                                    schedule=s["sched"], events=s["events"], ramp=s["ramp"], compensate=bool(s["comp"]),
+                                    normalize_heads=bool(s["hnorm"]))
         batches = importance_batches(tok, pool, cfg.importance_batches, cfg.batch_size, 128, cfg.seed)
         layers = spread_layers(6, 2) if kind == "narrow" else tuple(range(6))
         if gradual:

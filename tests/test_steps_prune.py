@@ -264,3 +264,14 @@ def test_bad_pruning_recipes_fail_before_work(variants, message, tiny_model, tin
         recipe = Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data, **variants))
         preflight(recipe, tmp_path / "out")
     assert message in str(exc.value)
+
+
+def test_normalize_heads_ranks_heads_within_their_layers_scale():
+    """normalize_heads: a layer whose raw Taylor scores are all 10x larger no longer keeps every head
+    while the other layer loses its own; after the per-layer L2 norm the same relative scores give
+    each layer the same removals. Off (the default), the ranking is the raw global one."""
+    imp = torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]])
+    raw, _ = select_units(imp, [torch.rand(8)] * 2, StructuredPruneConfig(heads_fraction=0.25))
+    assert raw == {0: [0, 1]}
+    normed, _ = select_units(imp, [torch.rand(8)] * 2, StructuredPruneConfig(heads_fraction=0.25, normalize_heads=True))
+    assert normed == {0: [0], 1: [0]}

@@ -197,6 +197,9 @@ class StructuredPruneConfig(TrainConfig):
             the pruned model starts from the teacher's average signal instead of a hole in it (bias
             compensation, as in FLAP, An et al. 2024; heads are not compensated, see
             ``compensate_biases``); one-shot schedule only. Costs one forward pass over the batches.
+        normalize_heads: divide each layer's head importances by their L2 norm before the global ranking
+            (Michel et al. 2019, "Are Sixteen Heads Really Better than One?"): raw Taylor scores differ
+            in scale between layers, so the global ranking otherwise empties some layers of heads first.
     """
 
     heads_fraction: float = 0.0
@@ -208,6 +211,7 @@ class StructuredPruneConfig(TrainConfig):
     events: int = 4
     ramp: float = 0.5
     compensate: bool = False
+    normalize_heads: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -230,7 +234,8 @@ class StructuredPruneConfig(TrainConfig):
                 raise ValueError("compensate works with the oneshot schedule only")
 
     def __hash__(self):
-        return hash((self.heads_fraction, self.ffn_fraction, str(self.heads), self.schedule, self.events, self.ramp, self.compensate))
+        return hash((self.heads_fraction, self.ffn_fraction, str(self.heads), self.schedule, self.events, self.ramp, self.compensate,
+                     self.normalize_heads))
 
 
 def _check_structured(cfg: StructuredPruneConfig, config) -> None:
@@ -334,6 +339,8 @@ def select_units(head_imp, ffn_imp, cfg: StructuredPruneConfig, scale: float = 1
     ``removed`` / ``kept``: an earlier, smaller selection; its removed units rank below every
     living one, so each selection contains the one before it (a gradual schedule never revives)."""
     head_imp = head_imp.clone()
+    if cfg.normalize_heads:
+        head_imp = head_imp / head_imp.norm(dim=1, keepdim=True).clamp_min(1e-12)
     for layer, hs in (removed or {}).items():
         head_imp[layer, hs] = -1.0
     heads = cfg.heads if cfg.heads is not None else select_heads(head_imp, cfg.heads_fraction * scale)
@@ -458,8 +465,10 @@ def structured_prune(model, cfg: StructuredPruneConfig, batches, train=None):
         if cfg.recovery and train is not None:
             train(None, None)
     after = sum(p.numel() for p in encoder_layers(model).parameters())
-    log.info("structured pruning (%s): %d heads removed, FFN %s, encoder params %d -> %d (%.2fx fewer)", cfg.schedule,
-             sum(map(len, heads.values())), model.config.intermediate_size, before, after, before / after)
+    left = [layer.attention.self.num_attention_heads for layer in encoder_layers(model)]
+    log.info("structured pruning (%s): %d heads removed (heads left per layer: %s), FFN %s, encoder params %d -> %d "
+             "(%.2fx fewer)", cfg.schedule, sum(map(len, heads.values())), left, model.config.intermediate_size, before,
+             after, before / after)
     return model, {"encoder_params_before": before, "encoder_params": after, "pruned_heads": {str(k): v for k, v in heads.items()}}
 
 
