@@ -2,6 +2,7 @@
 
     python benchmarks/student_sweep.py --json bench-out/student_sweep.json \
         "kind=L3" "kind=L3,lr=3e-4" "kind=pruned,hidden=1" ...
+    python benchmarks/student_sweep.py --heads-left "kind=pruned,heads=0.25,imp=32"   # which heads a ranking keeps
 
 The dev slice and training pool are ``teacher_sweep.dev_split``'s (1,000 whole training sentences;
 their 3+-word sub-phrases removed from the pool). A teacher is trained once on the pool with the
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import random
 import json
 import logging
@@ -56,7 +58,8 @@ from compression.data import read_file  # noqa: E402
 from compression.machine import cpu_flags, cpu_name  # noqa: E402
 from compression.modeling import load_classifier, resolve_base_model  # noqa: E402
 from compression.steps.distill import DistillConfig, make_student, spread_layers  # noqa: E402
-from compression.steps.prune import StructuredPruneConfig, importance_batches, structured_prune  # noqa: E402
+from compression.steps.prune import (StructuredPruneConfig, importance_batches, select_units, structured_prune,  # noqa: E402
+                                     taylor_importance)
 from compression.steps.training import distill, kd_set, kd_subset, teacher_logits_for, variants_key  # noqa: E402
 from compression.teacher import train_teacher  # noqa: E402
 
@@ -161,6 +164,19 @@ def int8_ms(model, tok, texts, work: Path, name: str, fused: bool, dev=None) -> 
     return statistics.median(rounds), acc
 
 
+def heads_left(teacher, tok, pool, s: dict) -> int:
+    """Heads left per layer (bottom to top) by the raw global ranking and by the per-layer normalized one."""
+    model = copy.deepcopy(teacher).requires_grad_(True)  # the ranking reads every block's weight gradients
+    cfg = StructuredPruneConfig(heads_fraction=s["heads"], ffn_fraction=s["ffn"], importance_batches=s["imp"])
+    imp = taylor_importance(model, importance_batches(tok, pool, cfg.importance_batches, cfg.batch_size, 128, cfg.seed))
+    n = imp[0].shape[1]
+    print("head importance per layer (sum):", [round(float(x), 1) for x in imp[0].sum(1)])
+    for norm in (False, True):
+        heads, _ = select_units(*imp, dataclasses.replace(cfg, normalize_heads=norm))
+        print(f"hnorm={int(norm)}: heads left per layer", [n - len(heads.get(i, [])) for i in range(imp[0].shape[0])])
+    return 0
+
+
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     ap = argparse.ArgumentParser()
@@ -169,11 +185,15 @@ def main() -> int:
     ap.add_argument("--teacher-samples", type=int, default=32000)
     ap.add_argument("--work", default="bench-out/student-sweep")
     ap.add_argument("--json", default="bench-out/student_sweep.json")
+    ap.add_argument("--heads-left", action="store_true", help="print the heads each layer keeps under the first setting's "
+                    "heads fraction, raw and normalized ranking (hnorm=0/1), on the cached teacher, and exit")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     pool, dev = dev_split(read_file(args.data, "sentence", "label"))
     teacher, tok = teacher_for(pool, work, args.teacher_samples)
+    if args.heads_left:
+        return heads_left(teacher, tok, pool, parse(args.settings[0]))
     teacher_acc = accuracy(teacher, tok, dev)
     teacher_pred = predictions(teacher, tok, dev)
     cache = work / f"pool-logits-{args.teacher_samples}.pt"
