@@ -79,6 +79,38 @@ def step(model, opt, batch, precision: str, kd: bool) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+def random_batch(length: int) -> dict:
+    """Batch 32 of random ids at ``length`` tokens, with random labels and teacher logits."""
+    ids = torch.randint(1000, 20000, (32, length))
+    mask = torch.ones_like(ids)
+    mask[16:, length - 3:] = 0  # a length-grouped batch still pads a few positions
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.randint(0, 2, (32,)), "teacher": torch.randn(32, 2)}
+
+
+def interleaved_medians(models: dict, batch: dict, precision_of, kd: bool) -> dict:
+    """One optimizer step per model in turn, ROUNDS times; each model's median ms over the rounds from KEEP_FROM."""
+    opts = {k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5) for k, m in models.items()}
+    times = {k: [] for k in models}
+    for r in range(ROUNDS):
+        for k, m in models.items():
+            ms = step(m, opts[k], batch, precision_of(k), kd)
+            if r >= KEEP_FROM:
+                times[k].append(ms)
+    return {k: statistics.median(t) for k, t in times.items()}
+
+
+def write_table(json_path: str, rows: list[dict], note: str, columns: list[tuple[str, str, str]]) -> None:
+    """Print the machine line and a markdown table (``columns``: header, row key, format) and write the JSON."""
+    machine = {"cpu": cpu_name(), "flags": cpu_flags(), "threads": torch.get_num_threads()}
+    print(f"CPU: {machine['cpu']} ({', '.join(machine['flags'])}), {machine['threads']} threads; batch 32, {note}"
+          f"median of {ROUNDS - KEEP_FROM} interleaved rounds\n")
+    print("| " + " | ".join(h for h, _, _ in columns) + " |\n|" + "---|" * len(columns))
+    for r in rows:
+        print("| " + " | ".join(format(r[k], f) for _, k, f in columns) + " |")
+    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(json_path).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+
+
 def profile() -> int:
     """Where a demo-teacher step's time goes on this CPU, in the precision the build uses here."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
@@ -111,43 +143,27 @@ def kd_freeze(json_path: str) -> int:
     ids = torch.randint(1000, 20000, (32, 13))
     imp = [({"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)},
             torch.randint(0, 2, (32,)))] * 4
-    base = model_for("teacher", "eager", 0.0).eval()
-    base.requires_grad_(True)  # the importance ranking reads every block's weight gradients
-    pruned = structured_prune(base, cfg, imp)[0]
+    model = model_for("teacher", "eager", 0.0).eval()
+    model.requires_grad_(True)  # the importance ranking reads every block's weight gradients
+    pruned = structured_prune(model, cfg, imp)[0]
     rows = []
     for length in (13, 32):
-        ids = torch.randint(1000, 20000, (32, length))
-        mask = torch.ones_like(ids)
-        mask[16:, length - 3:] = 0
-        batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.randint(0, 2, (32,)), "teacher": torch.randn(32, 2)}
-        models, opts, times = {}, {}, {}
+        models = {}
         for n in FREEZE:
             m = copy.deepcopy(pruned)
             m.requires_grad_(True)
             m.get_input_embeddings().weight.requires_grad_(False)
             if n:
                 freeze_lowest_layers(m, n)
-            models[n], times[n] = m.train(), []
-            opts[n] = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
-        for r in range(ROUNDS):
-            for n in FREEZE:
-                ms = step(models[n], opts[n], batch, precision, True)
-                if r >= KEEP_FROM:
-                    times[n].append(ms)
-        base = statistics.median(times[0])
+            models[n] = m.train()
+        med = interleaved_medians(models, random_batch(length), lambda n: precision, True)
         for n in FREEZE:
-            med = statistics.median(times[n])
             rows.append({"model": "pruned student (KD)", "tokens": length, "freeze_layers": n, "precision": precision,
-                         "ms_per_step": round(med, 1), "ms_per_sentence": round(med / 32, 2), "speedup_vs_0": round(base / med, 2)})
-    machine = {"cpu": cpu_name(), "flags": cpu_flags(), "threads": torch.get_num_threads()}
-    print(f"CPU: {machine['cpu']} ({', '.join(machine['flags'])}), {machine['threads']} threads; batch 32, {precision}, "
-          f"median of {ROUNDS - KEEP_FROM} interleaved rounds\n")
-    print("| model | tokens | freeze_layers | ms / step | ms / sentence | × vs 0 |\n|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['tokens']} | {r['freeze_layers']} | {r['ms_per_step']:.0f} | {r['ms_per_sentence']:.2f} "
-              f"| {r['speedup_vs_0']:.2f} |")
-    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(json_path).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+                         "ms_per_step": round(med[n], 1), "ms_per_sentence": round(med[n] / 32, 2),
+                         "speedup_vs_0": round(med[0] / med[n], 2)})
+    write_table(json_path, rows, f"{precision}, ", [("model", "model", ""), ("tokens", "tokens", ""),
+                ("freeze_layers", "freeze_layers", ""), ("ms / step", "ms_per_step", ".0f"),
+                ("ms / sentence", "ms_per_sentence", ".2f"), ("× vs 0", "speedup_vs_0", ".2f")])
     return 0
 
 
@@ -164,32 +180,14 @@ def main() -> int:
     rows = []
     for kind in ("teacher", "student L3 (KD)"):
         for length in (13, 32):
-            ids = torch.randint(1000, 20000, (32, length))
-            mask = torch.ones_like(ids)
-            mask[16:, length - 3:] = 0  # a length-grouped batch still pads a few positions
-            batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.randint(0, 2, (32,)), "teacher": torch.randn(32, 2)}
-            models = {s: model_for("teacher" if kind == "teacher" else "student", s[2], s[3]) for s in SETTINGS}
-            opts = {s: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5) for s, m in models.items()}
-            times = {s: [] for s in SETTINGS}
-            for r in range(ROUNDS):
-                for s in SETTINGS:
-                    ms = step(models[s], opts[s], batch, s[1], kind != "teacher")
-                    if r >= KEEP_FROM:
-                        times[s].append(ms)
-            base = statistics.median(times[SETTINGS[0]])
-            for s in SETTINGS:
-                med = statistics.median(times[s])
-                rows.append({"model": kind, "tokens": length, "setting": s[0], "ms_per_step": round(med, 1),
-                             "ms_per_sentence": round(med / 32, 2), "speedup_vs_before": round(base / med, 2)})
-    machine = {"cpu": cpu_name(), "flags": cpu_flags(), "threads": torch.get_num_threads()}
-    print(f"CPU: {machine['cpu']} ({', '.join(machine['flags'])}), {machine['threads']} threads; batch 32, "
-          f"median of {ROUNDS - KEEP_FROM} interleaved rounds\n")
-    print("| model | tokens | setting | ms / step | ms / sentence | × vs before |\n|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['tokens']} | {r['setting']} | {r['ms_per_step']:.0f} | {r['ms_per_sentence']:.2f} "
-              f"| {r['speedup_vs_before']:.2f} |")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+            models = {st: model_for("teacher" if kind == "teacher" else "student", st[2], st[3]) for st in SETTINGS}
+            med = interleaved_medians(models, random_batch(length), lambda st: st[1], kind != "teacher")
+            for st in SETTINGS:
+                rows.append({"model": kind, "tokens": length, "setting": st[0], "ms_per_step": round(med[st], 1),
+                             "ms_per_sentence": round(med[st] / 32, 2), "speedup_vs_before": round(med[SETTINGS[0]] / med[st], 2)})
+    write_table(args.json, rows, "", [("model", "model", ""), ("tokens", "tokens", ""), ("setting", "setting", ""),
+                ("ms / step", "ms_per_step", ".0f"), ("ms / sentence", "ms_per_sentence", ".2f"),
+                ("× vs before", "speedup_vs_before", ".2f")])
     return 0
 
 

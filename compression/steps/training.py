@@ -210,7 +210,7 @@ def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits:
         for p in student.get_input_embeddings().parameters():
             p.requires_grad_(False)
     if cfg.freeze_layers:
-        freeze_lowest_layers(student, cfg.freeze_layers, "freeze_layers")
+        freeze_lowest_layers(student, cfg.freeze_layers)
     cuda = torch.cuda.is_available()
     precision = training_precision(cfg.precision, "cuda" if cuda else "cpu", cuda_bf16=cuda and torch.cuda.is_bf16_supported())
     acc = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
