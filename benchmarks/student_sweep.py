@@ -31,7 +31,8 @@ phrases of at least this many words, then ``samples`` of them), aug (teacher-lab
 loss (the KD term: kl at temperature T, or mse on the raw logits), freeze (the embeddings block and the lowest
 this many blocks fixed during the KD of this row's main stage), ema (the KD of this row's main stage keeps an
 exponential moving average of the weights at this decay per step instead of the last step's), hnorm (1: each
-layer's head importances divided by their L2 norm before the global ranking).
+layer's head importances divided by their L2 norm before the global ranking), fglob (1: FFN neurons ranked across
+all layers at once, ``ffn_ranking: global``, so layers keep different widths).
 Besides dev accuracy each row reports agreement: the share of dev sentences where the student predicts what the
 teacher predicts (how faithfully it copies the teacher, right or wrong).
 """
@@ -66,7 +67,7 @@ from compression.teacher import train_teacher  # noqa: E402
 DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
             "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "kd": 1, "minw": 0, "aug": 0,
-            "augw": 0.3, "loss": "kl", "freeze": 0, "ema": 0.0, "hnorm": 0}
+            "augw": 0.3, "loss": "kl", "freeze": 0, "ema": 0.0, "hnorm": 0, "fglob": 0}
 
 
 def parse(spec: str) -> dict:
@@ -106,7 +107,7 @@ def student(teacher, tok, pool, s: dict):
         gradual = s["sched"] == "gradual"
         cfg = StructuredPruneConfig(heads_fraction=s["heads"], ffn_fraction=s["ffn"], recovery=gradual, importance_batches=s["imp"],
                                     schedule=s["sched"], events=s["events"], ramp=s["ramp"], compensate=bool(s["comp"]),
-                                    normalize_heads=bool(s["hnorm"]))
+                                    normalize_heads=bool(s["hnorm"]), ffn_ranking="global" if s["fglob"] else "layer")
         batches = importance_batches(tok, pool, cfg.importance_batches, cfg.batch_size, 128, cfg.seed)
         layers = spread_layers(6, 2) if kind == "narrow" else tuple(range(6))
         if gradual:
@@ -174,6 +175,9 @@ def heads_left(teacher, tok, pool, s: dict) -> int:
     for norm in (False, True):
         heads, _ = select_units(*imp, dataclasses.replace(cfg, normalize_heads=norm))
         print(f"hnorm={int(norm)}: heads left per layer", [n - len(heads.get(i, [])) for i in range(imp[0].shape[0])])
+    print("FFN importance per layer (sum):", [round(float(x.sum()), 1) for x in imp[1]])
+    _, keep = select_units(*imp, dataclasses.replace(cfg, ffn_ranking="global"))
+    print("fglob=1: FFN neurons left per layer", [len(k) for k in keep])
     return 0
 
 

@@ -156,11 +156,43 @@ def load_tokenizer(name: str):
     return ensure_pad(None, AutoTokenizer.from_pretrained(name))[1]
 
 
-def load_classifier(name: str):
-    """(model in eval mode, tokenizer) of an already fine-tuned sequence classifier."""
+def classifier_from_config(config):
+    """An untrained sequence classifier of ``config``'s shapes, per-layer FFN widths included.
+
+    transformers' configs have one ``intermediate_size`` for every layer; prune_structured's global FFN
+    ranking leaves layers of different widths and records them as ``intermediate_sizes`` (pruned heads
+    are transformers' own ``pruned_heads``, applied by ``from_config``)."""
+    import torch
     from transformers import AutoModelForSequenceClassification
 
-    model, tokenizer = ensure_pad(AutoModelForSequenceClassification.from_pretrained(name), load_tokenizer(name))
+    model = AutoModelForSequenceClassification.from_config(config)
+    sizes = getattr(config, "intermediate_sizes", None)
+    if sizes:
+        for layer, n in zip(encoder_layers(model), sizes, strict=True):
+            layer.intermediate.dense = torch.nn.Linear(layer.intermediate.dense.in_features, n)
+            layer.output.dense = torch.nn.Linear(n, layer.output.dense.out_features)
+    return model
+
+
+def load_classifier(name: str):
+    """(model in eval mode, tokenizer) of an already fine-tuned sequence classifier."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(name)
+    if getattr(config, "intermediate_sizes", None):  # per-layer FFN widths: transformers would refuse the weights
+        from safetensors.torch import load_file
+
+        if Path(name).expanduser().is_dir():
+            weights = str(Path(name).expanduser() / "model.safetensors")
+        else:
+            from huggingface_hub import hf_hub_download
+
+            weights = hf_hub_download(name, "model.safetensors")
+        model = classifier_from_config(config)
+        model.load_state_dict(load_file(weights))
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(name)
+    model, tokenizer = ensure_pad(model, load_tokenizer(name))
     return model.eval(), tokenizer
 
 

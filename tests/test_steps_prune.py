@@ -258,6 +258,9 @@ def test_structured_variant_graph_is_smaller_and_faster_shape(built, tmp_path, t
     ({"x": [{"prune_structured": {"heads": {0: [0]}, "schedule": "gradual"}}]}, "set heads_fraction, not heads"),
     ({"x": [{"prune_structured": {"heads_fraction": 0.5, "schedule": "slow"}}]}, "schedule must be oneshot or gradual"),
     ({"x": [{"prune_structured": {"heads_fraction": 0.5, "schedule": "gradual", "compensate": True}}]}, "compensate works with the oneshot"),
+    ({"x": [{"prune_structured": {"ffn_fraction": 0.5, "schedule": "gradual", "ffn_ranking": "global"}}]},
+     "ffn_ranking: global works with the oneshot"),
+    ({"x": [{"prune_structured": {"ffn_fraction": 0.5, "ffn_ranking": "everywhere"}}]}, "ffn_ranking must be layer or global"),
 ])
 def test_bad_pruning_recipes_fail_before_work(variants, message, tiny_model, tiny_data, tmp_path):
     with pytest.raises(RecipeError) as exc:
@@ -275,3 +278,72 @@ def test_normalize_heads_ranks_heads_within_their_layers_scale():
     assert raw == {0: [0, 1]}
     normed, _ = select_units(imp, [torch.rand(8)] * 2, StructuredPruneConfig(heads_fraction=0.25, normalize_heads=True))
     assert normed == {0: [0], 1: [0]}
+
+
+def test_global_ffn_ranking_removes_the_least_important_neurons_wherever_they_are():
+    """ffn_ranking: global removes ffn_fraction of all neurons by one ranking: the layer with the larger
+    scores keeps more, each layer keeps at least its best neuron; the default keeps every layer's width equal."""
+    imp = [torch.tensor([5.0, 6.0, 7.0, 8.0]), torch.tensor([0.1, 0.4, 0.2, 0.3])]
+    _, keep = select_units(torch.ones(2, 4), imp, StructuredPruneConfig(ffn_fraction=0.5, ffn_ranking="global"))
+    assert [k.tolist() for k in keep] == [[1, 2, 3], [1]]
+    _, uniform = select_units(torch.ones(2, 4), imp, StructuredPruneConfig(ffn_fraction=0.5))
+    assert [k.tolist() for k in uniform] == [[2, 3], [1, 3]]
+
+
+def test_per_layer_ffn_widths_reload_and_follow_their_layers_into_a_student(model, tiny_model, tmp_path):
+    """A globally ranked FFN leaves layers of different widths: the config records them, load_classifier
+    rebuilds those shapes (transformers alone would refuse the weights) with the same logits, and a
+    student made of some of the layers keeps each layer's width and pruned heads under its new index."""
+    from compression.modeling import load_classifier
+    from compression.steps.distill import make_student
+
+    imp = [torch.linspace(1.0, 2.0, 512), torch.linspace(0.0, 0.5, 512)]  # layer 1 matters less: it loses more
+    heads, keep = select_units(torch.ones(2, 4), imp, StructuredPruneConfig(heads_fraction=0.0, ffn_fraction=0.5,
+                                                                          ffn_ranking="global"))
+    sizes = [len(k) for k in keep]
+    assert sizes[0] > sizes[1] >= 1 and sum(sizes) == 512
+    pruned = prune_heads_ffn(model, {1: [0, 2]}, keep)
+    assert pruned.config.intermediate_sizes == sizes
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    batch = tok(["the acting was superb", "a dull and boring plot twist"], padding=True, return_tensors="pt")
+    pruned.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    loaded, _ = load_classifier(str(tmp_path / "m"))
+    assert [layer.intermediate.dense.out_features for layer in encoder_layers(loaded)] == sizes
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, pruned(**batch).logits)
+    student = make_student(pruned, (1,))
+    assert student.config.intermediate_sizes == [sizes[1]] and student.config.pruned_heads == {0: [0, 2]}
+    student.save_pretrained(tmp_path / "s")
+    tok.save_pretrained(tmp_path / "s")
+    reloaded, _ = load_classifier(str(tmp_path / "s"))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, student(**batch).logits)
+
+
+def test_a_globally_ranked_ffn_builds_and_serves_in_every_format(built, tmp_path, tiny_model, tiny_data):
+    """Layers of different FFN widths through the build: a PyTorch row, a PyTorch-int8 row and an ONNX int8
+    row, each reopened from its folder (as the app does) and scoring what the build measured."""
+    import shutil
+
+    from compression import artifacts
+    from compression.build import build
+    from compression.loader import load_runner
+    from compression.data import load_splits
+
+    prune = {"prune_structured": {"heads_fraction": 0.25, "ffn_fraction": 0.5, "ffn_ranking": "global",
+                                  "importance_batches": 2, "max_steps": 3, "batch_size": 8}}
+    d = tiny_recipe_dict(tiny_model, tiny_data, torch=[prune], **{"torch-int8": [prune, "torch_dynamic_int8"]},
+                         onnx=[prune, "export", "quantize_dynamic"])
+    shutil.copytree(built[1] / artifacts.TEACHER, tmp_path / artifacts.TEACHER)  # same teacher: reused, not retrained
+    summary = build(Recipe.from_dict(d), tmp_path)
+    rows = {r["variant"]: r for r in summary["rows"]}
+    splits = load_splits(DatasetConfig(path=str(tiny_data), max_length=32))
+    for name in ("torch", "torch-int8", "onnx"):
+        runner = load_runner(tmp_path / name, 1, 32)
+        pred = runner.served_logits(splits["eval"].texts).argmax(-1)
+        acc = sum(int(p) == y for p, y in zip(pred, splits["eval"].labels)) / len(splits["eval"])
+        assert acc == pytest.approx(rows[name]["accuracy"]), name
+    import json
+    sizes = json.loads((tmp_path / "torch" / "config.json").read_text())["intermediate_sizes"]
+    assert len(set(sizes)) > 1 and sum(sizes) == 512  # 2 layers x 512, half of them removed

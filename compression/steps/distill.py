@@ -22,6 +22,11 @@ def make_student(teacher, layers: tuple[int, ...]):
         raise ValueError(f"student layers {list(layers)} must be distinct indices of the teacher's {n} layers")
     student = copy.deepcopy(teacher)
     replace_encoder_layers(student, torch.nn.ModuleList([encoder_layers(student)[i] for i in layers]))
+    config = student.config  # per-layer records follow their layers to the student's indices
+    if getattr(config, "pruned_heads", None):
+        config.pruned_heads = {new: config.pruned_heads[old] for new, old in enumerate(layers) if old in config.pruned_heads}
+    if getattr(config, "intermediate_sizes", None):
+        config.intermediate_sizes = [config.intermediate_sizes[i] for i in layers]
     return student
 
 

@@ -183,8 +183,7 @@ class StructuredPruneConfig(TrainConfig):
     Fields (plus TrainConfig's, used for KD recovery):
         heads_fraction: fraction of all heads removed, ranked globally; never empties a layer.
         heads: explicit {layer: [head, ...]} to remove (instead of heads_fraction).
-        ffn_fraction: fraction of FFN neurons removed in every layer (uniform, so the
-            config's intermediate_size still describes the model).
+        ffn_fraction: fraction of FFN neurons removed (in every layer, or overall: ``ffn_ranking``).
         importance_batches: batches used to accumulate importance.
         recovery: KD fine-tuning after removal.
         schedule: ``oneshot`` (rank once, remove everything, then recover) or ``gradual``
@@ -200,6 +199,10 @@ class StructuredPruneConfig(TrainConfig):
         normalize_heads: divide each layer's head importances by their L2 norm before the global ranking
             (Michel et al. 2019, "Are Sixteen Heads Really Better than One?"): raw Taylor scores differ
             in scale between layers, so the global ranking otherwise empties some layers of heads first.
+        ffn_ranking: ``layer`` removes ``ffn_fraction`` of every layer's neurons (uniform sizes); ``global``
+            ranks all layers' neurons together, as heads are, and removes the least important
+            ``ffn_fraction`` of them wherever they are (each layer keeps at least one), so layers keep
+            different widths (recorded in the config as ``intermediate_sizes``); one-shot schedule only.
     """
 
     heads_fraction: float = 0.0
@@ -212,6 +215,7 @@ class StructuredPruneConfig(TrainConfig):
     ramp: float = 0.5
     compensate: bool = False
     normalize_heads: bool = False
+    ffn_ranking: str = "layer"
 
     def __post_init__(self):
         super().__post_init__()
@@ -221,6 +225,8 @@ class StructuredPruneConfig(TrainConfig):
             object.__setattr__(self, "heads", {int(k): sorted(int(h) for h in v) for k, v in self.heads.items()})
             if self.heads_fraction:
                 raise ValueError("set heads_fraction or heads, not both")
+        if self.ffn_ranking not in ("layer", "global"):
+            raise ValueError(f"ffn_ranking must be layer or global, got {self.ffn_ranking!r}")
         if self.schedule not in ("oneshot", "gradual"):
             raise ValueError(f"schedule must be oneshot or gradual, got {self.schedule!r}")
         if self.schedule == "gradual":
@@ -232,10 +238,12 @@ class StructuredPruneConfig(TrainConfig):
                 raise ValueError(f"events must be >= 1 and ramp in (0, 1], got {self.events} and {self.ramp}")
             if self.compensate:
                 raise ValueError("compensate works with the oneshot schedule only")
+            if self.ffn_ranking != "layer":
+                raise ValueError("ffn_ranking: global works with the oneshot schedule only")
 
     def __hash__(self):
         return hash((self.heads_fraction, self.ffn_fraction, str(self.heads), self.schedule, self.events, self.ramp, self.compensate,
-                     self.normalize_heads))
+                     self.normalize_heads, self.ffn_ranking))
 
 
 def _check_structured(cfg: StructuredPruneConfig, config) -> None:
@@ -315,7 +323,10 @@ def shrink_ffn(model, keep: list[torch.Tensor]) -> None:
         new_out = torch.nn.Linear(len(idx), out.out_features)
         new_out.weight.copy_(out.weight[:, idx]), new_out.bias.copy_(out.bias)
         layer.intermediate.dense, layer.output.dense = new_inter, new_out
-    model.config.intermediate_size = len(keep[0])
+    sizes = [len(k) for k in keep]
+    model.config.intermediate_size = max(sizes)
+    if len(set(sizes)) > 1:
+        model.config.intermediate_sizes = sizes  # per layer: see load_classifier
 
 
 def prune_heads_ffn(model, heads_to_prune: dict[int, list[int]], ffn_keep: list[torch.Tensor] | None):
@@ -345,7 +356,9 @@ def select_units(head_imp, ffn_imp, cfg: StructuredPruneConfig, scale: float = 1
         head_imp[layer, hs] = -1.0
     heads = cfg.heads if cfg.heads is not None else select_heads(head_imp, cfg.heads_fraction * scale)
     keep = None
-    if cfg.ffn_fraction:
+    if cfg.ffn_fraction and cfg.ffn_ranking == "global":
+        keep = select_ffn_global(ffn_imp, cfg.ffn_fraction)
+    elif cfg.ffn_fraction:
         n_keep = max(1, int(round(ffn_imp[0].numel() * (1 - cfg.ffn_fraction * scale))))
         keep = []
         for i, score in enumerate(ffn_imp):
@@ -354,6 +367,19 @@ def select_units(head_imp, ffn_imp, cfg: StructuredPruneConfig, scale: float = 1
                 score[removed_mask(score.numel(), kept[i])] = -1.0
             keep.append(torch.sort(torch.topk(score, n_keep).indices).values)
     return heads, keep
+
+
+def select_ffn_global(ffn_imp: list[torch.Tensor], fraction: float) -> list[torch.Tensor]:
+    """FFN neurons to keep per layer when the least important ``fraction`` of all layers' neurons go,
+    ranked together (raw scores, as heads are); every layer keeps at least its best neuron."""
+    sizes = [s.numel() for s in ffn_imp]
+    k = int(round(fraction * sum(sizes)))
+    flat = torch.cat([s.float() for s in ffn_imp])
+    best = torch.cat([torch.arange(n) == int(s.argmax()) for n, s in zip(sizes, ffn_imp)])
+    flat = torch.where(best, torch.full_like(flat, float("inf")), flat)
+    dead = torch.zeros(flat.numel(), dtype=torch.bool)
+    dead[torch.argsort(flat)[:k]] = True
+    return [torch.nonzero(~d).flatten() for d in torch.split(dead, sizes)]
 
 
 @torch.no_grad()
@@ -466,8 +492,9 @@ def structured_prune(model, cfg: StructuredPruneConfig, batches, train=None):
             train(None, None)
     after = sum(p.numel() for p in encoder_layers(model).parameters())
     left = [layer.attention.self.num_attention_heads for layer in encoder_layers(model)]
-    log.info("structured pruning (%s): %d heads removed (heads left per layer: %s), FFN %s, encoder params %d -> %d "
-             "(%.2fx fewer)", cfg.schedule, sum(map(len, heads.values())), left, model.config.intermediate_size, before,
+    ffn = [layer.intermediate.dense.out_features for layer in encoder_layers(model)]
+    log.info("structured pruning (%s): %d heads removed (heads left per layer: %s), FFN neurons per layer %s, encoder params %d -> %d "
+             "(%.2fx fewer)", cfg.schedule, sum(map(len, heads.values())), left, ffn, before,
              after, before / after)
     return model, {"encoder_params_before": before, "encoder_params": after, "pruned_heads": {str(k): v for k, v in heads.items()}}
 

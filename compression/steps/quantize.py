@@ -258,9 +258,11 @@ def _save_torch_int8(state, folder) -> str:
 
 def _load_torch_int8(folder):
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
-    model = torch_dynamic_int8(AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder)))
+    from ..modeling import classifier_from_config
+
+    model = torch_dynamic_int8(classifier_from_config(AutoConfig.from_pretrained(folder)))
     model.load_state_dict(torch.load(Path(folder) / artifacts.MODEL_FILES[artifacts.FORMAT_TORCH_INT8], weights_only=False))
     return model
 
