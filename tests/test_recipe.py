@@ -30,29 +30,34 @@ def test_fingerprint_tracks_steps_and_teacher(tiny_model, tiny_data):
     assert c.variant("fp32").fingerprint(c) != a.variant("fp32").fingerprint(a)
 
 
-def test_a_later_field_at_its_old_behaviour_keeps_the_fingerprint(tiny_model, tiny_data):
-    """min_words, the augment fields, kd_loss, freeze_layers and ema came after folders were built: at their old behaviour a
-    distilled row keeps the fingerprint it had before they existed (no rebuild); any other value is a
-    different model."""
+@pytest.mark.parametrize("step, fields", [
+    ({"distill": {"num_layers": 1, "max_steps": 4}},
+     (("min_words", 5), ("augment", 1), ("kd_loss", "mse"), ("freeze_layers", 1), ("ema", 0.99))),
+    ({"prune_structured": {"heads_fraction": 0.25, "max_steps": 4}},
+     (("normalize_heads", True), ("ffn_ranking", "global"), ("ema", 0.99))),
+])
+def test_a_later_field_at_its_old_behaviour_keeps_the_fingerprint(tiny_model, tiny_data, step, fields):
+    """The fields of LATER_FIELDS (KD: min_words, the augment fields, kd_loss, freeze_layers, ema; structured pruning:
+    normalize_heads, ffn_ranking) came after folders were built: at their old behaviour a row keeps the fingerprint
+    it had before they existed (no rebuild); any other value is a different model."""
     import dataclasses
     import hashlib
 
-    from compression.config import plain
+    from compression.config import LATER_FIELDS, plain
 
-    kd = {"distill": {"num_layers": 1, "max_steps": 4}}
-    a = Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data, student=[kd]))
+    a = Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data, student=[step]))
     spec = a.variant("student")
-    later = ("min_words", "augment", "augment_words", "augment_neighbours", "kd_loss", "freeze_layers", "ema")
     before = {  # the payload as fingerprint() wrote it before those fields existed
         "base_model": a.base_model,
         "dataset": {k: v for k, v in plain(dataclasses.asdict(a.dataset)).items() if k not in ("name", "hub_id", "hub_config", "task", "tags")},
         "teacher": plain(dataclasses.asdict(a.teacher)),
-        "steps": [{n: {k: v for k, v in c.items() if k not in later} for n, c in s.to_obj().items()} for s in spec.steps],
+        "steps": [{n: {k: v for k, v in c.items() if k not in LATER_FIELDS and k not in dict(fields)} for n, c in s.to_obj().items()}
+                  for s in spec.steps],
     }
     assert spec.fingerprint(a) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
-    for field, value in (("min_words", 5), ("augment", 1), ("kd_loss", "mse"), ("freeze_layers", 1), ("ema", 0.99)):
-        changed = {"distill": {**kd["distill"], field: value}}
-        b = Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data, student=[changed]))
+    (name, cfg), = step.items()
+    for field, value in fields:
+        b = Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data, student=[{name: {**cfg, field: value}}]))
         assert b.variant("student").fingerprint(b) != spec.fingerprint(a), field
 
 
