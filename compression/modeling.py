@@ -181,13 +181,14 @@ def load_classifier(name: str):
     config = AutoConfig.from_pretrained(name)
     if getattr(config, "intermediate_sizes", None):  # per-layer FFN widths: transformers would refuse the weights
         from safetensors.torch import load_file
+        from transformers.utils import SAFE_WEIGHTS_NAME  # the file save_pretrained writes
 
         if Path(name).expanduser().is_dir():
-            weights = str(Path(name).expanduser() / "model.safetensors")
+            weights = str(Path(name).expanduser() / SAFE_WEIGHTS_NAME)
         else:
             from huggingface_hub import hf_hub_download
 
-            weights = hf_hub_download(name, "model.safetensors")
+            weights = hf_hub_download(name, SAFE_WEIGHTS_NAME)
         model = classifier_from_config(config)
         model.load_state_dict(load_file(weights))
     else:
