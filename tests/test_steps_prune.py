@@ -1,5 +1,6 @@
 """Pruning: requested sparsity reached and kept; structured removal is exact."""
 import copy
+import json
 
 import pytest
 import torch
@@ -302,16 +303,22 @@ def test_per_layer_ffn_widths_reload_and_follow_their_layers_into_a_student(mode
                                                                           ffn_ranking="global"))
     sizes = [len(k) for k in keep]
     assert sizes[0] > sizes[1] >= 1 and sum(sizes) == 512
-    pruned = prune_heads_ffn(model, {1: [0, 2]}, keep)
-    assert pruned.config.intermediate_sizes == sizes
     tok = AutoTokenizer.from_pretrained(tiny_model)
     batch = tok(["the acting was superb", "a dull and boring plot twist"], padding=True, return_tensors="pt")
+    # pruned again by the per-layer ranking: each layer keeps half of its own width, and the record follows
+    again, _ = structured_prune(prune_heads_ffn(copy.deepcopy(model), {}, keep).requires_grad_(True),
+                                StructuredPruneConfig(ffn_fraction=0.5), [(batch, torch.tensor([1, 0]))])
+    assert again.config.intermediate_sizes == [max(1, round(n / 2)) for n in sizes]
+    pruned = prune_heads_ffn(model, {1: [0, 2]}, keep)
+    assert pruned.config.intermediate_sizes == sizes
     pruned.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     loaded, _ = load_classifier(str(tmp_path / "m"))
     assert [layer.intermediate.dense.out_features for layer in encoder_layers(loaded)] == sizes
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).logits, pruned(**batch).logits)
+    equal = prune_heads_ffn(copy.deepcopy(pruned), {}, [torch.arange(sizes[1])] * 2)
+    assert not hasattr(equal.config, "intermediate_sizes")  # equal widths again: no stale per-layer record
     student = make_student(pruned, (1,))
     assert student.config.intermediate_sizes == [sizes[1]] and student.config.pruned_heads == {0: [0, 2]}
     student.save_pretrained(tmp_path / "s")
@@ -344,6 +351,5 @@ def test_a_globally_ranked_ffn_builds_and_serves_in_every_format(built, tmp_path
         pred = runner.served_logits(splits["eval"].texts).argmax(-1)
         acc = sum(int(p) == y for p, y in zip(pred, splits["eval"].labels)) / len(splits["eval"])
         assert acc == pytest.approx(rows[name]["accuracy"]), name
-    import json
     sizes = json.loads((tmp_path / "torch" / "config.json").read_text())["intermediate_sizes"]
     assert len(set(sizes)) > 1 and sum(sizes) == 512  # 2 layers x 512, half of them removed

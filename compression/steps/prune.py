@@ -327,6 +327,8 @@ def shrink_ffn(model, keep: list[torch.Tensor]) -> None:
     model.config.intermediate_size = max(sizes)
     if len(set(sizes)) > 1:
         model.config.intermediate_sizes = sizes  # per layer: see load_classifier
+    elif hasattr(model.config, "intermediate_sizes"):  # equal again: an earlier record would describe other shapes
+        del model.config.intermediate_sizes
 
 
 def prune_heads_ffn(model, heads_to_prune: dict[int, list[int]], ffn_keep: list[torch.Tensor] | None):
@@ -359,9 +361,9 @@ def select_units(head_imp, ffn_imp, cfg: StructuredPruneConfig, scale: float = 1
     if cfg.ffn_fraction and cfg.ffn_ranking == "global":
         keep = select_ffn_global(ffn_imp, cfg.ffn_fraction)
     elif cfg.ffn_fraction:
-        n_keep = max(1, int(round(ffn_imp[0].numel() * (1 - cfg.ffn_fraction * scale))))
         keep = []
-        for i, score in enumerate(ffn_imp):
+        for i, score in enumerate(ffn_imp):  # each layer's own width: a globally ranked model's layers differ
+            n_keep = max(1, int(round(score.numel() * (1 - cfg.ffn_fraction * scale))))
             score = score.clone()
             if kept is not None:
                 score[removed_mask(score.numel(), kept[i])] = -1.0
