@@ -32,7 +32,9 @@ loss (the KD term: kl at temperature T, or mse on the raw logits), freeze (the e
 this many blocks fixed during the KD of this row's main stage), ema (the KD of this row's main stage keeps an
 exponential moving average of the weights at this decay per step instead of the last step's), hnorm (1: each
 layer's head importances divided by their L2 norm before the global ranking), fglob (1: FFN neurons ranked across
-all layers at once, ``ffn_ranking: global``, so layers keep different widths).
+all layers at once, ``ffn_ranking: global``, so layers keep different widths), lsteps (after KD, this many steps on
+the gold labels alone, ``training.label_finetune``; the row also reports the same student before them, under
+``before_label``: rows differing only in lsteps/llr share one KD run), llr (that fine-tune's learning rate).
 Besides dev accuracy each row reports agreement: the share of dev sentences where the student predicts what the
 teacher predicts (how faithfully it copies the teacher, right or wrong).
 """
@@ -61,13 +63,14 @@ from compression.modeling import load_classifier, resolve_base_model  # noqa: E4
 from compression.steps.distill import DistillConfig, make_student, spread_layers  # noqa: E402
 from compression.steps.prune import (StructuredPruneConfig, importance_batches, select_units, structured_prune,  # noqa: E402
                                      taylor_importance)
-from compression.steps.training import distill, kd_set, kd_subset, teacher_logits_for, variants_key  # noqa: E402
+from compression.steps.training import (distill, kd_set, kd_subset, label_finetune, teacher_logits_for,  # noqa: E402
+                                        variants_key)
 from compression.teacher import train_teacher  # noqa: E402
 
 DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
             "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "kd": 1, "minw": 0, "aug": 0,
-            "augw": 0.3, "loss": "kl", "freeze": 0, "ema": 0.0, "hnorm": 0, "fglob": 0}
+            "augw": 0.3, "loss": "kl", "freeze": 0, "ema": 0.0, "hnorm": 0, "fglob": 0, "lsteps": 0, "llr": 2e-5}
 
 
 def parse(spec: str) -> dict:
@@ -181,6 +184,46 @@ def heads_left(teacher, tok, pool, s: dict) -> int:
     return 0
 
 
+def kd_run(teacher, tok, pool, data, kd_logits, s: dict, cfg, variant_logits: dict):
+    """The student of setting ``s`` built and trained by KD on ``data`` (the transfer rows, their teacher
+    ``kd_logits``) as the recipe step would; ``variant_logits`` caches the teacher's labels of each set of variants."""
+    base = data
+    model, layers, gradual = student(teacher, tok, pool, s)
+    all_logits = kd_logits
+    kd_logits = None if s["hidden"] else kd_logits
+    if cfg.augment:  # as training.kd_finetune does: the subset, its variants with the teacher's logits, one pass
+        idx, key = kd_subset(data.texts, cfg), variants_key(s["transfer"], cfg)
+        data, variants, cfg = kd_set(data, idx, cfg, teacher, tok)
+        if kd_logits is not None:  # the teacher labels each set of variants once per sweep (rows differing in loss share it)
+            if key not in variant_logits:
+                variant_logits[key] = teacher_logits_for(teacher, tok, variants.texts)
+            kd_logits = torch.cat([kd_logits[slice(None) if idx is None else idx], variant_logits[key]])
+    if not s["kd"]:
+        trained = model
+    elif gradual:  # pruning happens inside the KD loop, as the recipe step runs it
+        def train(on_step, after_step):
+            distill(teacher, model, data, cfg, tok, kd_logits, 128, list(layers), on_step, after_step)
+
+        trained, _ = structured_prune(model, *gradual, train)
+    else:
+        trained = distill(teacher, model, data, cfg, tok, kd_logits, 128, list(layers))
+    if s["kind"] == "tiny":
+        trained = narrow_tiny(trained, teacher, tok, pool, base, all_logits, s)
+    return trained
+
+
+def measure(trained, teacher, tok, dev, teacher_pred, teacher_acc, s: dict, work: Path) -> dict:
+    """Dev accuracy and agreement with the teacher in PyTorch, and with ``speed`` the fused int8 graph's
+    speed against the teacher's plain int8 graph and its accuracy as served."""
+    out = {"dev_accuracy": accuracy(trained, tok, dev), "teacher_dev_accuracy": teacher_acc,
+           "dev_agreement": float((predictions(trained, tok, dev) == teacher_pred).float().mean())}
+    if s["speed"]:
+        out["teacher_int8_ms"], _ = int8_ms(teacher, tok, dev.texts[:50], work, "teacher-int8", fused=False)
+        out["student_fused_int8_ms"], out["student_fused_int8_dev_accuracy"] = int8_ms(
+            trained, tok, dev.texts[:50], work, "student-int8", fused=True, dev=dev)
+    return out
+
+
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     ap = argparse.ArgumentParser()
@@ -209,52 +252,45 @@ def main() -> int:
     seen = set(random.Random(0).sample(range(len(pool)), args.teacher_samples))  # the teacher's rows (TextData.split)
     transfer = {"pool": list(range(len(pool))), "train": sorted(seen), "unused": [i for i in range(len(pool)) if i not in seen]}
     print(f"pool {len(pool)} phrases, dev {len(dev)} training sentences; teacher dev accuracy {teacher_acc:.4f}")
-    rows, variant_logits = [], {}
+    rows, variant_logits, kd_runs = [], {}, {}
     for spec in args.settings:
         s = parse(spec)
-        model, layers, gradual = student(teacher, tok, pool, s)
+        kd_key = json.dumps({k: v for k, v in s.items() if k not in ("lsteps", "llr", "speed")}, sort_keys=True)
         cfg = DistillConfig(num_layers=1, epochs=s["epochs"], train_samples=s["samples"], learning_rate=s["lr"],
                             alpha=s["alpha"], temperature=s["T"], hidden_weight=s["hidden"], seed=s["seed"],
                             dropout=None if s["dropout"] < 0 else s["dropout"], precision=s["precision"], batch_size=s["batch"],
                             min_words=s["minw"], augment=s["aug"], augment_words=s["augw"], kd_loss=s["loss"],
-                            freeze_layers=s["freeze"], ema=s["ema"])
-        t0 = time.perf_counter()
+                            freeze_layers=s["freeze"], ema=s["ema"], label_steps=s["lsteps"], label_learning_rate=s["llr"])
         rows_ = transfer[s["transfer"]]
-        data = base = type(pool)([pool.texts[i] for i in rows_], [pool.labels[i] for i in rows_])
-        kd_logits = None if s["hidden"] else logits[rows_]
-        if cfg.augment:  # as training.kd_finetune does: the subset, its variants with the teacher's logits, one pass
-            idx, key = kd_subset(data.texts, cfg), variants_key(s["transfer"], cfg)
-            data, variants, cfg = kd_set(data, idx, cfg, teacher, tok)
-            if kd_logits is not None:  # the teacher labels each set of variants once per sweep (rows differing in loss share it)
-                if key not in variant_logits:
-                    variant_logits[key] = teacher_logits_for(teacher, tok, variants.texts)
-                kd_logits = torch.cat([kd_logits[slice(None) if idx is None else idx], variant_logits[key]])
-        if not s["kd"]:
-            trained = model
-        elif gradual:  # pruning happens inside the KD loop, as the recipe step runs it
-            def train(on_step, after_step):
-                distill(teacher, model, data, cfg, tok, kd_logits, 128, list(layers), on_step, after_step)
-
-            trained, _ = structured_prune(model, *gradual, train)
+        base = type(pool)([pool.texts[i] for i in rows_], [pool.labels[i] for i in rows_])
+        if kd_key in kd_runs:  # the same KD run, another label fine-tune after it
+            trained, seconds = copy.deepcopy(kd_runs[kd_key][0]), kd_runs[kd_key][1]
         else:
-            trained = distill(teacher, model, data, cfg, tok, kd_logits, 128, list(layers))
-        if s["kind"] == "tiny":
-            trained = narrow_tiny(trained, teacher, tok, pool, base, logits[rows_], s)
-        seconds = time.perf_counter() - t0
-        acc = accuracy(trained, tok, dev)
-        agree = float((predictions(trained, tok, dev) == teacher_pred).float().mean())
-        row = {"setting": spec, **s, "train_s": round(seconds, 1), "dev_accuracy": acc, "teacher_dev_accuracy": teacher_acc,
-               "dev_agreement": agree}
+            t0 = time.perf_counter()
+            trained = kd_run(teacher, tok, pool, base, logits[rows_], s, cfg, variant_logits)
+            seconds = time.perf_counter() - t0
+            if s["lsteps"]:
+                kd_runs[kd_key] = (copy.deepcopy(trained), seconds)
+        row = {"setting": spec, **s}
+        if s["lsteps"]:
+            row["before_label"] = measure(trained, teacher, tok, dev, teacher_pred, teacher_acc, s, work)
+            t0 = time.perf_counter()
+            trained = label_finetune(trained, base, kd_subset(base.texts, cfg), cfg, tok, 128)
+            row["label_s"] = round(time.perf_counter() - t0, 1)
+        row.update({"train_s": round(seconds, 1), **measure(trained, teacher, tok, dev, teacher_pred, teacher_acc, s, work)})
+        rows.append(row)
         speed = ""
         if s["speed"]:
-            row["teacher_int8_ms"], _ = int8_ms(teacher, tok, dev.texts[:50], work, "teacher-int8", fused=False)
-            row["student_fused_int8_ms"], row["student_fused_int8_dev_accuracy"] = int8_ms(
-                trained, tok, dev.texts[:50], work, "student-int8", fused=True, dev=dev)
             speed = (f"  int8 {row['student_fused_int8_ms']:.2f} ms = {row['teacher_int8_ms'] / row['student_fused_int8_ms']:.2f}x "
                      f"Optimum int8; fused int8 dev accuracy {row['student_fused_int8_dev_accuracy']:.4f}")
-        rows.append(row)
+        before = ""
+        if s["lsteps"]:
+            b = row["before_label"]
+            before = (f"  [before the label fine-tune ({row['label_s']:.0f} s): dev {b['dev_accuracy']:.4f}, agreement "
+                      f"{b['dev_agreement']:.4f}" + (f", served {b['student_fused_int8_dev_accuracy']:.4f}" if s["speed"] else "") + "]")
+        acc, agree = row["dev_accuracy"], row["dev_agreement"]
         print(f"{spec:50s} train {seconds:6.1f} s  dev accuracy {acc:.4f} ({(acc - teacher_acc) * 100:+.1f} pt)  "
-              f"agreement {agree:.4f}{speed}", flush=True)
+              f"agreement {agree:.4f}{speed}{before}", flush=True)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": torch.get_num_threads(),
                                                "pool": len(pool), "dev": len(dev), "rows": rows}, indent=1))

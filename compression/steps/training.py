@@ -64,6 +64,10 @@ class TrainConfig:
                                      # phrases; each copy is one more pass of KD steps and teacher logits
     augment_words: float = 0.3       # share of a variant's swappable words that are swapped (at least one)
     augment_neighbours: int = 10     # a word is swapped for one of its this many nearest whole-word pieces
+    label_steps: int = 0             # after KD, this many more steps on the gold labels alone (alpha 0, the KD sentences
+                                     # without their variants, which carry no label): a short final fine-tune on labels
+                                     # (TinyBERT's last stage); 0 = off
+    label_learning_rate: float = 2e-5  # that fine-tune's peak learning rate (same warm-up and linear decay as KD)
 
     def __post_init__(self):
         check_precision(self.precision, self.dropout)
@@ -85,6 +89,9 @@ class TrainConfig:
             raise ValueError("warmup_ratio must be in [0, 1), max_grad_norm > 0 and weight_decay >= 0")
         if not 0 <= self.alpha <= 1 or self.temperature <= 0:
             raise ValueError("alpha must be in [0, 1] and temperature > 0")
+        if self.label_steps < 0 or self.label_learning_rate <= 0:
+            raise ValueError(f"label_steps must be >= 0 and label_learning_rate > 0, got {self.label_steps}, "
+                             f"{self.label_learning_rate}")
 
 
 def train_steps(n_examples: int, cfg: TrainConfig) -> int:
@@ -96,7 +103,7 @@ def sentence_passes(cfg: TrainConfig, n_train: int) -> float:
     """How many sentences a KD run pushes through the model (a Step's declared ``work``)."""
     if getattr(cfg, "recovery", True) is False:
         return 0.0
-    return float(train_steps(max(n_train, 1), cfg) * cfg.batch_size)
+    return float((train_steps(max(n_train, 1), cfg) + cfg.label_steps) * cfg.batch_size)
 
 
 def long_phrases(texts: list[str], min_words: int) -> list[int]:
@@ -134,14 +141,35 @@ def kd_finetune(state, cfg: TrainConfig, ctx, on_step=None, after_step=None, lay
 
         train, unused = ctx.splits["train"], ctx.splits["unused"]
         ctx.splits["all"] = TextData(train.texts + unused.texts, train.labels + unused.labels)
-    data = ctx.splits[name]
+    data = labelled = ctx.splits[name]
     idx = kd_subset(data.texts, cfg)
     cached = None if cfg.hidden_weight else ctx.teacher_train_logits(idx, name)
+    kd_cfg = cfg
     if cfg.augment:
-        data, cached, cfg = _augmented(ctx, name, data, idx, cached, cfg)
-    state.model = distill(ctx.teacher, state.model, data, cfg, state.tokenizer, cached,
-                          ctx.recipe.dataset.max_length, layer_map, on_step, after_step, getattr(ctx, "train_step", None))
+        data, cached, kd_cfg = _augmented(ctx, name, data, idx, cached, cfg)
+    progress = getattr(ctx, "train_step", None)
+    state.model = distill(ctx.teacher, state.model, data, kd_cfg, state.tokenizer, cached,
+                          ctx.recipe.dataset.max_length, layer_map, on_step, after_step, progress)
+    if cfg.label_steps:
+        state.model = label_finetune(state.model, labelled, idx, cfg, state.tokenizer, ctx.recipe.dataset.max_length,
+                                     after_step, progress)
     return state
+
+
+def label_finetune(model, data, idx: list[int] | None, cfg: TrainConfig, tokenizer, max_length: int = 128,
+                   after_step=None, progress=None):
+    """``cfg.label_steps`` steps of cross-entropy on the gold labels of the KD sentences (rows ``idx`` of
+    ``data``; None = all), at ``cfg.label_learning_rate``: the KD loop with alpha 0, so the same batching,
+    precision, freezing and masks (``after_step``). No teacher is consulted."""
+    import dataclasses
+
+    rows = range(len(data)) if idx is None else idx
+    texts, labels = [data.texts[i] for i in rows], [data.labels[i] for i in rows]
+    one = dataclasses.replace(cfg, alpha=0.0, hidden_weight=0.0, max_steps=cfg.label_steps, learning_rate=cfg.label_learning_rate,
+                              train_samples=None, min_words=0, augment=0, ema=0.0, label_steps=0)
+    log.info("label fine-tune: %d steps at lr %g on %d labelled sentences", cfg.label_steps, cfg.label_learning_rate, len(texts))
+    zeros = torch.zeros(len(texts), model.config.num_labels)  # the KD term's weight is 0: no teacher logits needed
+    return distill(None, model, type(data)(texts, labels), one, tokenizer, zeros, max_length, None, None, after_step, progress)
 
 
 def kd_set(data, idx: list[int] | None, cfg: TrainConfig, teacher, tokenizer):
@@ -223,7 +251,8 @@ def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits:
     batches = batches[acc.process_index :: acc.num_processes]  # each process its share under `accelerate launch`
     if use_hidden:
         teacher.to(acc.device)
-    teacher.eval()
+    if teacher is not None:  # None: a loop on cached logits or labels alone (``label_finetune``)
+        teacher.eval()
     student.train()
     params = [p for p in acc.unwrap_model(student).parameters() if p.requires_grad]
     ema = [p.detach().clone() for p in params] if cfg.ema else None
