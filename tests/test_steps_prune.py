@@ -328,6 +328,42 @@ def test_per_layer_ffn_widths_reload_and_follow_their_layers_into_a_student(mode
         torch.testing.assert_close(reloaded(**batch).logits, student(**batch).logits)
 
 
+def test_pruning_heads_again_removes_the_heads_ranked_by_their_current_index(model, tiny_model, tmp_path):
+    """A model whose heads were pruned before (unevenly) can be pruned again: the ranking sees each
+    layer's own head count, and the heads removed are the ones chosen by current index (transformers
+    speaks the original ones): the result equals the model with those heads zeroed, and reloads."""
+    from compression.modeling import load_classifier
+    from compression.steps.prune import original_heads
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    batch = tok(["the acting was superb", "a dull and boring plot twist"], padding=True, return_tensors="pt")
+    prune_heads_ffn(model, {0: [1], 1: [0, 2]}, None)  # 4 heads each: layer 0 keeps 0, 2, 3; layer 1 keeps 1, 3
+    imp, _ = taylor_importance(copy.deepcopy(model).requires_grad_(True), [(batch, torch.tensor([1, 0]))])
+    assert imp.shape == (2, 3) and torch.isfinite(imp[0]).all() and torch.isfinite(imp[1, :2]).all()
+    assert torch.isinf(imp[1, 2])                                   # a head layer 1 no longer has
+    every = select_heads(imp, 1.0)                                  # as many as may go: a living head stays in each layer
+    assert [len(every.get(i, [])) for i in range(2)] == [2, 1] and all(h < (3, 2)[i] for i, hs in every.items() for h in hs)
+    heads = {0: [0], 1: [1]}                                        # current indices: originals 0 and 3
+    assert original_heads(model.config, heads) == {0: [0], 1: [3]}
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        zero_units(reference, heads, None)
+        pruned = prune_heads_ffn(model, heads, None)
+        torch.testing.assert_close(pruned(**batch).logits, reference(**batch).logits, atol=1e-5, rtol=1e-5)
+    assert {k: sorted(v) for k, v in pruned.config.pruned_heads.items()} == {0: [0, 1], 1: [0, 2, 3]}
+    assert [layer.attention.self.num_attention_heads for layer in encoder_layers(pruned)] == [2, 1]
+    pruned.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    loaded, _ = load_classifier(str(tmp_path / "m"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, pruned(**batch).logits)
+    # the whole step on it, both rankings: every layer keeps a head
+    for norm in (False, True):
+        again, _ = structured_prune(copy.deepcopy(model).requires_grad_(True),
+                                    StructuredPruneConfig(heads_fraction=0.5, normalize_heads=norm), [(batch, torch.tensor([1, 0]))])
+        assert [layer.attention.self.num_attention_heads for layer in encoder_layers(again)] == [1, 1]
+
+
 def test_a_globally_ranked_ffn_builds_and_serves_in_every_format(built, tmp_path, tiny_model, tiny_data):
     """Layers of different FFN widths through the build: a PyTorch row, a PyTorch-int8 row and an ONNX int8
     row, each reopened from its folder (as the app does) and scoring what the build measured."""

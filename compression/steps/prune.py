@@ -182,7 +182,8 @@ class StructuredPruneConfig(TrainConfig):
 
     Fields (plus TrainConfig's, used for KD recovery):
         heads_fraction: fraction of all heads removed, ranked globally; never empties a layer.
-        heads: explicit {layer: [head, ...]} to remove (instead of heads_fraction).
+        heads: explicit {layer: [head, ...]} to remove (instead of heads_fraction; by current index in a
+            model pruned before).
         ffn_fraction: fraction of FFN neurons removed (in every layer, or overall: ``ffn_ranking``).
         importance_batches: batches used to accumulate importance.
         recovery: KD fine-tuning after removal.
@@ -265,14 +266,20 @@ def _autocast(precision: str):
 def taylor_importance(model, batches, precision: str = "fp32") -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Accumulated |w·∂L/∂w| per head [layers, heads] and per FFN neuron (list per layer).
 
+    A model whose heads were pruned before keeps different head counts per layer: row ``i`` holds
+    layer ``i``'s living heads by their current index, and the slots past its count are +inf (never
+    ranked below a living head; ``select_heads`` reads each layer's count from them).
+
     ``precision`` "bf16": forward under bf16 autocast (weights and their gradients stay fp32), as training does.
     Dropout is off (eval mode; gradients flow all the same): with it on, the ranking drew its masks from
     the process's random state, so which units a build removed depended on what ran before it (a
     resumed build, a sweep's row order), not on the recipe alone."""
     layers = encoder_layers(model)
-    n_heads = layers[0].attention.self.num_attention_heads
+    counts = [layer.attention.self.num_attention_heads for layer in layers]
     d = layers[0].attention.self.attention_head_size
-    heads = torch.zeros(len(layers), n_heads)
+    heads = torch.zeros(len(layers), max(counts))
+    for i, n in enumerate(counts):
+        heads[i, n:] = float("inf")
     ffn = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
@@ -284,11 +291,12 @@ def taylor_importance(model, batches, precision: str = "fp32") -> tuple[torch.Te
         with torch.no_grad():
             for i, layer in enumerate(layers):
                 att = layer.attention
+                n = counts[i]
                 for lin in (att.self.query, att.self.key, att.self.value):
                     s = (lin.weight * lin.weight.grad).abs().sum(1) + (lin.bias * lin.bias.grad).abs()
-                    heads[i] += s.view(n_heads, d).sum(1).cpu()
+                    heads[i, :n] += s.view(n, d).sum(1).cpu()
                 o = att.output.dense
-                heads[i] += (o.weight * o.weight.grad).abs().sum(0).view(n_heads, d).sum(1).cpu()
+                heads[i, :n] += (o.weight * o.weight.grad).abs().sum(0).view(n, d).sum(1).cpu()
                 inter, out = layer.intermediate.dense, layer.output.dense
                 ffn[i] += ((inter.weight * inter.weight.grad).abs().sum(1) + (inter.bias * inter.bias.grad).abs()).cpu()
                 ffn[i] += (out.weight * out.weight.grad).abs().sum(0).cpu()
@@ -298,16 +306,18 @@ def taylor_importance(model, batches, precision: str = "fp32") -> tuple[torch.Te
 
 
 def select_heads(importance: torch.Tensor, fraction: float) -> dict[int, list[int]]:
-    """Globally least important heads, never all heads of one layer."""
+    """Globally least important heads, never all heads of one layer (by current index; +inf slots are
+    heads a layer no longer has, see ``taylor_importance``)."""
     n_layers, n_heads = importance.shape
-    k = int(round(fraction * n_layers * n_heads))
+    alive = torch.isfinite(importance).sum(1).tolist()
+    k = int(round(fraction * sum(alive)))
     order = torch.argsort(importance.flatten()).tolist()
     chosen: dict[int, list[int]] = {}
     for idx in order:
         if k == 0:
             break
         layer, head = divmod(idx, n_heads)
-        if len(chosen.get(layer, [])) < n_heads - 1:
+        if head < alive[layer] and len(chosen.get(layer, [])) < alive[layer] - 1:
             chosen.setdefault(layer, []).append(head)
             k -= 1
     return {layer: sorted(h) for layer, h in chosen.items()}
@@ -331,9 +341,22 @@ def shrink_ffn(model, keep: list[torch.Tensor]) -> None:
         del model.config.intermediate_sizes
 
 
+def original_heads(config, heads: dict[int, list[int]]) -> dict[int, list[int]]:
+    """Heads by current index (as ranked on the model as it is) -> by the index they had before any
+    pruning, which transformers' ``prune_heads`` and ``config.pruned_heads`` speak: in a layer that lost
+    head 0 before, current head 0 is head 1."""
+    gone = {int(k): set(v) for k, v in (getattr(config, "pruned_heads", None) or {}).items()}
+    out = {}
+    for layer, hs in heads.items():
+        left = [h for h in range(config.num_attention_heads) if h not in gone.get(int(layer), set())]
+        out[layer] = [left[h] for h in hs]
+    return out
+
+
 def prune_heads_ffn(model, heads_to_prune: dict[int, list[int]], ffn_keep: list[torch.Tensor] | None):
+    """Remove heads (by current index) and keep the listed FFN neurons of every layer."""
     if heads_to_prune:
-        model.prune_heads(heads_to_prune)  # transformers records them in config.pruned_heads
+        model.prune_heads(original_heads(model.config, heads_to_prune))  # transformers records them in config.pruned_heads
     if ffn_keep is not None:
         shrink_ffn(model, ffn_keep)
     return model
@@ -352,8 +375,9 @@ def select_units(head_imp, ffn_imp, cfg: StructuredPruneConfig, scale: float = 1
     ``removed`` / ``kept``: an earlier, smaller selection; its removed units rank below every
     living one, so each selection contains the one before it (a gradual schedule never revives)."""
     head_imp = head_imp.clone()
-    if cfg.normalize_heads:
-        head_imp = head_imp / head_imp.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    if cfg.normalize_heads:  # each layer's living heads only (+inf marks a head already gone)
+        norm = torch.where(torch.isfinite(head_imp), head_imp, 0.0).norm(dim=1, keepdim=True).clamp_min(1e-12)
+        head_imp = head_imp / norm
     for layer, hs in (removed or {}).items():
         head_imp[layer, hs] = -1.0
     heads = cfg.heads if cfg.heads is not None else select_heads(head_imp, cfg.heads_fraction * scale)
@@ -484,11 +508,13 @@ def structured_prune(model, cfg: StructuredPruneConfig, batches, train=None):
     before = sum(p.numel() for p in encoder_layers(model).parameters())
     if cfg.schedule == "gradual" and train is not None:
         heads, keep = _gradual(model, cfg, batches, precision, train)
+        named = original_heads(model.config, heads)  # by the index before any pruning, as config.pruned_heads
         prune_heads_ffn(model, heads, keep)
     else:
         heads, keep = select_units(*taylor_importance(model, batches, precision), cfg)
         if cfg.compensate:
             compensate_biases(model, keep, ffn_means(model, batches, precision))
+        named = original_heads(model.config, heads)
         prune_heads_ffn(model, heads, keep)
         if cfg.recovery and train is not None:
             train(None, None)
@@ -498,7 +524,7 @@ def structured_prune(model, cfg: StructuredPruneConfig, batches, train=None):
     log.info("structured pruning (%s): %d heads removed (heads left per layer: %s), FFN neurons per layer %s, encoder params %d -> %d "
              "(%.2fx fewer)", cfg.schedule, sum(map(len, heads.values())), left, ffn, before,
              after, before / after)
-    return model, {"encoder_params_before": before, "encoder_params": after, "pruned_heads": {str(k): v for k, v in heads.items()}}
+    return model, {"encoder_params_before": before, "encoder_params": after, "pruned_heads": {str(k): v for k, v in named.items()}}
 
 
 def importance_batches(tokenizer, data, n_batches: int, batch_size: int, max_length: int, seed: int):
