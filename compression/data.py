@@ -27,6 +27,12 @@ class TextData:
     def __len__(self):
         return len(self.texts)
 
+    def take(self, idx: list[int] | None) -> "TextData":
+        """The rows ``idx``, in that order (None: all of them, this very object)."""
+        if idx is None:
+            return self
+        return TextData([self.texts[i] for i in idx], None if self.labels is None else [self.labels[i] for i in idx])
+
     def subset(self, n: int | None, seed: int) -> "TextData":
         return self.split(n, seed)[0]
 

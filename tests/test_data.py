@@ -75,3 +75,13 @@ def test_hub_dataset_offline_error_names_local_fix(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError, match="point dataset.path at a local folder"):
         load_splits(DatasetConfig(path="glue/sst2"))
+
+
+def test_take_returns_the_rows_asked_for_in_that_order():
+    from compression.data import TextData
+
+    data = TextData(["a", "b", "c", "d"], [0, 1, 0, 1])
+    some = data.take([3, 0, 2])
+    assert some.texts == ["d", "a", "c"] and some.labels == [1, 0, 0]
+    assert data.take(None) is data
+    assert TextData(["x", "y"], None).take([1]).labels is None and TextData(["x", "y"], None).take([1]).texts == ["y"]

@@ -506,18 +506,17 @@ def structured_prune(model, cfg: StructuredPruneConfig, batches, train=None):
     _check_structured(cfg, model.config)
     precision = training_precision(cfg.precision)
     before = sum(p.numel() for p in encoder_layers(model).parameters())
-    if cfg.schedule == "gradual" and train is not None:
+    gradual = cfg.schedule == "gradual" and train is not None
+    if gradual:  # recovery runs inside: units held at zero while training, removed below
         heads, keep = _gradual(model, cfg, batches, precision, train)
-        named = original_heads(model.config, heads)  # by the index before any pruning, as config.pruned_heads
-        prune_heads_ffn(model, heads, keep)
     else:
         heads, keep = select_units(*taylor_importance(model, batches, precision), cfg)
         if cfg.compensate:
             compensate_biases(model, keep, ffn_means(model, batches, precision))
-        named = original_heads(model.config, heads)
-        prune_heads_ffn(model, heads, keep)
-        if cfg.recovery and train is not None:
-            train(None, None)
+    named = original_heads(model.config, heads)  # by the index before any pruning, as config.pruned_heads
+    prune_heads_ffn(model, heads, keep)
+    if not gradual and cfg.recovery and train is not None:
+        train(None, None)
     after = sum(p.numel() for p in encoder_layers(model).parameters())
     left = [layer.attention.self.num_attention_heads for layer in encoder_layers(model)]
     ffn = [layer.intermediate.dense.out_features for layer in encoder_layers(model)]

@@ -163,13 +163,12 @@ def label_finetune(model, data, idx: list[int] | None, cfg: TrainConfig, tokeniz
     precision, freezing and masks (``after_step``). No teacher is consulted."""
     import dataclasses
 
-    rows = range(len(data)) if idx is None else idx
-    texts, labels = [data.texts[i] for i in rows], [data.labels[i] for i in rows]
+    labelled = data.take(idx)
     one = dataclasses.replace(cfg, alpha=0.0, hidden_weight=0.0, max_steps=cfg.label_steps, learning_rate=cfg.label_learning_rate,
                               train_samples=None, min_words=0, augment=0, ema=0.0, label_steps=0)
-    log.info("label fine-tune: %d steps at lr %g on %d labelled sentences", cfg.label_steps, cfg.label_learning_rate, len(texts))
-    zeros = torch.zeros(len(texts), model.config.num_labels)  # the KD term's weight is 0: no teacher logits needed
-    return distill(None, model, type(data)(texts, labels), one, tokenizer, zeros, max_length, None, None, after_step, progress)
+    log.info("label fine-tune: %d steps at lr %g on %d labelled sentences", cfg.label_steps, cfg.label_learning_rate, len(labelled))
+    zeros = torch.zeros(len(labelled), model.config.num_labels)  # the KD term's weight is 0: no teacher logits needed
+    return distill(None, model, labelled, one, tokenizer, zeros, max_length, None, None, after_step, progress)
 
 
 def kd_set(data, idx: list[int] | None, cfg: TrainConfig, teacher, tokenizer):
@@ -182,8 +181,8 @@ def kd_set(data, idx: list[int] | None, cfg: TrainConfig, teacher, tokenizer):
     from ..data import TextData
     from .augment import IGNORE, augment_texts, neighbour_table
 
-    rows = range(len(data)) if idx is None else idx
-    texts, labels = [data.texts[i] for i in rows], [data.labels[i] for i in rows]
+    kd = data.take(idx)
+    texts, labels = kd.texts, kd.labels
     words = {w for t in texts for w in t.split()}
     table = neighbour_table(teacher.get_input_embeddings().weight, tokenizer.get_vocab(), words | {w.lower() for w in words},
                             cfg.augment_neighbours)
@@ -228,7 +227,7 @@ def distill(teacher, student, data, cfg: TrainConfig, tokenizer, teacher_logits:
         teacher_logits = teacher_logits_for(teacher, tokenizer, data.texts, max_length)
     idx = kd_subset(data.texts, cfg)
     if idx is not None:
-        data = type(data)([data.texts[i] for i in idx], [data.labels[i] for i in idx])
+        data = data.take(idx)
         teacher_logits = teacher_logits[idx] if teacher_logits is not None else None
     enc = tokenizer(data.texts, truncation=True, max_length=max_length)
     labels = torch.tensor(data.labels)
