@@ -34,7 +34,8 @@ exponential moving average of the weights at this decay per step instead of the 
 layer's head importances divided by their L2 norm before the global ranking), fglob (1: FFN neurons ranked across
 all layers at once, ``ffn_ranking: global``, so layers keep different widths), lsteps (after KD, this many steps on
 the gold labels alone, ``training.label_finetune``; the row also reports the same student before them, under
-``before_label``: rows differing only in lsteps/llr share one KD run), llr (that fine-tune's learning rate).
+``before_label``: rows differing only in lsteps/llr share one KD run), llr (that fine-tune's learning rate),
+tlayers (tiny's first stage: an L2 by default, or this many of the teacher's layers, spread).
 Besides dev accuracy each row reports agreement: the share of dev sentences where the student predicts what the
 teacher predicts (how faithfully it copies the teacher, right or wrong).
 """
@@ -70,7 +71,8 @@ from compression.teacher import train_teacher  # noqa: E402
 DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
             "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "kd": 1, "minw": 0, "aug": 0,
-            "augw": 0.3, "loss": "kl", "freeze": 0, "ema": 0.0, "hnorm": 0, "fglob": 0, "lsteps": 0, "llr": 2e-5}
+            "augw": 0.3, "loss": "kl", "freeze": 0, "ema": 0.0, "hnorm": 0, "fglob": 0, "lsteps": 0, "llr": 2e-5,
+            "tlayers": 2}
 
 
 def parse(spec: str) -> dict:
@@ -103,7 +105,7 @@ def student(teacher, tok, pool, s: dict):
     """The student before KD, its teacher-layer map, and a gradual pruning to run during KD (or None)."""
     kind = s["kind"]
     if kind.startswith("L") or kind == "tiny":  # tiny: first an L2, then narrowed (``narrow_tiny``) after its KD
-        layers = spread_layers(6, 2 if kind == "tiny" else int(kind[1:]))
+        layers = spread_layers(6, s["tlayers"] if kind == "tiny" else int(kind[1:]))
         return make_student(teacher, layers), layers, None
     if kind in ("pruned", "narrow"):
         model = make_student(teacher, spread_layers(6, 2)) if kind == "narrow" else copy.deepcopy(teacher)
@@ -128,7 +130,7 @@ def narrow_tiny(model, teacher, tok, pool, data, logits, s: dict):
     model, _ = structured_prune(model, cfg, importance_batches(tok, pool, cfg.importance_batches, cfg.batch_size, 128, cfg.seed))
     kd = DistillConfig(num_layers=1, epochs=0.5, train_samples=24000, learning_rate=s["lr"], seed=s["seed"],
                        dropout=None if s["dropout"] < 0 else s["dropout"], precision=s["precision"], batch_size=s["batch"])
-    return distill(teacher, model, data, kd, tok, logits, 128, list(spread_layers(6, 2)))
+    return distill(teacher, model, data, kd, tok, logits, 128, list(spread_layers(6, s["tlayers"])))
 
 
 def int8_ms(model, tok, texts, work: Path, name: str, fused: bool, dev=None) -> tuple[float, float | None]:
