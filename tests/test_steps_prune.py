@@ -364,6 +364,33 @@ def test_pruning_heads_again_removes_the_heads_ranked_by_their_current_index(mod
         assert [layer.attention.self.num_attention_heads for layer in encoder_layers(again)] == [1, 1]
 
 
+def test_explicit_heads_are_checked_against_the_model_the_chain_hands_over(model, tiny_model):
+    """Explicit heads speak current indices; after an earlier pruning or a distill, a list that names a
+    head or layer the model no longer has, or empties a layer, is a one-line RecipeError and nothing is
+    removed (the base model's preflight cannot see it)."""
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    batch = [(tok(["the acting was superb", "a dull plot"], padding=True, return_tensors="pt"), torch.tensor([1, 0]))]
+    pruned = prune_heads_ffn(copy.deepcopy(model), {0: [1], 1: [0, 2]}, None)  # 4 heads each -> 3 and 2 left
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    for heads, says in (({1: [2]}, "layer 1 has 2 heads at this step"),
+                        ({0: [0, 1, 2]}, "would disconnect it: it has 3 heads"),
+                        ({1: [0, 1]}, "would disconnect it: it has 2 heads")):
+        cfg = StructuredPruneConfig(heads=heads, recovery=False)
+        with pytest.raises(RecipeError, match=says) as err:
+            structured_prune(pruned, cfg, batch)
+        assert "\n" not in str(err.value)
+        assert all(torch.equal(v, before[k]) for k, v in pruned.state_dict().items())
+    shallow = copy.deepcopy(model)
+    encoder_layers(shallow).__delitem__(1)  # as a distill to one layer leaves it
+    shallow.config.num_hidden_layers = 1
+    with pytest.raises(RecipeError, match="outside 1 layers"):
+        structured_prune(shallow, StructuredPruneConfig(heads={1: [0]}, recovery=False), batch)
+    # the same list is fine where the heads exist: current head 1 of layer 1 (original 3) goes
+    done, notes = structured_prune(pruned, StructuredPruneConfig(heads={1: [1]}, recovery=False), batch)
+    assert [layer.attention.self.num_attention_heads for layer in encoder_layers(done)] == [3, 1]
+    assert notes["pruned_heads"] == {"1": [3]}
+
+
 def test_a_globally_ranked_ffn_builds_and_serves_in_every_format(built, tmp_path, tiny_model, tiny_data):
     """Layers of different FFN widths through the build: a PyTorch row, a PyTorch-int8 row and an ONNX int8
     row, each reopened from its folder (as the app does) and scoring what the build measured."""

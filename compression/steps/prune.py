@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import RecipeError
 from ..modeling import encoder_layers, require
 from ..registry import register_step
 from .training import TrainConfig, kd_finetune, sentence_passes
@@ -252,9 +253,26 @@ def _check_structured(cfg: StructuredPruneConfig, config) -> None:
     n_heads, n_layers = config.num_attention_heads, config.num_hidden_layers
     for layer, heads in (cfg.heads or {}).items():
         if not 0 <= layer < n_layers or any(not 0 <= h < n_heads for h in heads):
-            raise ValueError(f"heads {{{layer}: {heads}}} is outside {n_layers} layers x {n_heads} heads")
+            raise RecipeError(f"heads {{{layer}: {heads}}} is outside {n_layers} layers x {n_heads} heads")
         if len(set(heads)) >= n_heads:
-            raise ValueError(f"pruning every head of layer {layer} would disconnect it; keep at least one")
+            raise RecipeError(f"pruning every head of layer {layer} would disconnect it; keep at least one")
+
+
+def check_heads_now(model, heads: dict[int, list[int]]) -> None:
+    """Explicit heads (by current index) against the model as the chain hands it over: the recipe's
+    preflight checks them against the base model, but an earlier step of the chain may have removed
+    layers (distill) or heads (a first pruning) since. A RecipeError before anything is removed."""
+    counts = [layer.attention.self.num_attention_heads for layer in encoder_layers(model)]
+    for layer, hs in heads.items():
+        if not 0 <= layer < len(counts):
+            raise RecipeError(f"heads {{{layer}: {hs}}}: the model has {len(counts)} layers at this step")
+        n = counts[layer]
+        if any(not 0 <= h < n for h in hs):
+            raise RecipeError(f"heads {{{layer}: {hs}}}: layer {layer} has {n} heads at this step (an earlier step "
+                              f"removed some); number them 0..{n - 1}")
+        if len(set(hs)) >= n:
+            raise RecipeError(f"pruning every head of layer {layer} would disconnect it: it has {n} heads at this step; "
+                              "keep at least one")
 
 
 def _autocast(precision: str):
@@ -504,6 +522,8 @@ def structured_prune(model, cfg: StructuredPruneConfig, batches, train=None):
     from ..machine import training_precision
 
     _check_structured(cfg, model.config)
+    if cfg.heads is not None:
+        check_heads_now(model, cfg.heads)
     precision = training_precision(cfg.precision)
     before = sum(p.numel() for p in encoder_layers(model).parameters())
     gradual = cfg.schedule == "gradual" and train is not None
