@@ -35,7 +35,8 @@ layer's head importances divided by their L2 norm before the global ranking), fg
 all layers at once, ``ffn_ranking: global``, so layers keep different widths), lsteps (after KD, this many steps on
 the gold labels alone, ``training.label_finetune``; the row also reports the same student before them, under
 ``before_label``: rows differing only in lsteps/llr share one KD run), llr (that fine-tune's learning rate),
-tlayers (tiny's first stage: an L2 by default, or this many of the teacher's layers, spread).
+tlayers (tiny's first stage: an L2 by default, or this many of the teacher's layers, spread), tepochs (epochs of
+tiny's second stage, the KD after narrowing: 0.5 as the demo recipe).
 Besides dev accuracy each row reports agreement: the share of dev sentences where the student predicts what the
 teacher predicts (how faithfully it copies the teacher, right or wrong).
 """
@@ -72,7 +73,7 @@ DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
             "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "kd": 1, "minw": 0, "aug": 0,
             "augw": 0.3, "loss": "kl", "freeze": 0, "ema": 0.0, "hnorm": 0, "fglob": 0, "lsteps": 0, "llr": 2e-5,
-            "tlayers": 2}
+            "tlayers": 2, "tepochs": 0.5}
 
 
 def parse(spec: str) -> dict:
@@ -124,11 +125,11 @@ def student(teacher, tok, pool, s: dict):
 
 def narrow_tiny(model, teacher, tok, pool, data, logits, s: dict):
     """The demo recipe's second tiny stage on a trained L2: ``heads``/``ffn`` of it removed (the recipe's
-    narrow: 0.5/0.5; 16 importance batches), then half an epoch of KD on 24,000 of the KD sentences ``data``
+    narrow: 0.5/0.5; 16 importance batches), then ``tepochs`` (the recipe: half an epoch) of KD on 24,000 of the KD sentences ``data``
     (their teacher ``logits``), no variants."""
     cfg = StructuredPruneConfig(heads_fraction=s["heads"], ffn_fraction=s["ffn"], recovery=False)
     model, _ = structured_prune(model, cfg, importance_batches(tok, pool, cfg.importance_batches, cfg.batch_size, 128, cfg.seed))
-    kd = DistillConfig(num_layers=1, epochs=0.5, train_samples=24000, learning_rate=s["lr"], seed=s["seed"],
+    kd = DistillConfig(num_layers=1, epochs=s["tepochs"], train_samples=24000, learning_rate=s["lr"], seed=s["seed"],
                        dropout=None if s["dropout"] < 0 else s["dropout"], precision=s["precision"], batch_size=s["batch"])
     return distill(teacher, model, data, kd, tok, logits, 128, list(spread_layers(6, s["tlayers"])))
 
