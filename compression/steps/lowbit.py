@@ -30,6 +30,11 @@ def _check_block(block_size: int) -> None:
         raise ValueError(f"block_size must be a power of two >= 16, got {block_size}")
 
 
+def _check_scales(scales: str) -> None:
+    if scales not in ("float16", "float32"):
+        raise ValueError(f"scales must be float16 or float32, got {scales!r}")
+
+
 @dataclass(frozen=True)
 class Embeddings4bitConfig:
     """The word-embedding table as 4-bit blocks (GatherBlockQuantized).
@@ -38,13 +43,18 @@ class Embeddings4bitConfig:
         block_size: values sharing one scale along the hidden axis (power of two >= 16);
             smaller blocks are more accurate and add one float scale per block.
         symmetric: zero-point-free blocks (int4 in [-8, 7]); false stores a zero point per block.
+        scales: float16 stores the blocks' scales in half the bytes (a Cast back to float32 follows the
+            Gather): at 64 values a block the scales are a ninth of the table, 3-5% of a vocabulary-pruned
+            or 4-bit file; float32 is ORT's own layout (BENCHMARKS.md, "float16 scales").
     """
 
     block_size: int = 64
     symmetric: bool = True
+    scales: str = "float16"
 
     def __post_init__(self):
         _check_block(self.block_size)
+        _check_scales(self.scales)
 
 
 @dataclass(frozen=True)
@@ -57,15 +67,19 @@ class Weights4bitConfig:
         accuracy_level: MatMulNBits compute type (0 default, 1 fp32, 2 fp16, 3 bf16, 4 int8);
             4 lets x86 use int8 dot products on the dequantized blocks.
         embeddings: also quantize the word-embedding Gather to 4 bits.
+        scales: the embedding blocks' scales, as in ``Embeddings4bitConfig`` (MatMulNBits keeps float32
+            scales: they must match its float32 input).
     """
 
     block_size: int = 32
     symmetric: bool = True
     accuracy_level: int = 4
     embeddings: bool = True
+    scales: str = "float16"
 
     def __post_init__(self):
         _check_block(self.block_size)
+        _check_scales(self.scales)
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             raise ValueError(f"accuracy_level must be 0..4, got {self.accuracy_level}")
 
@@ -99,6 +113,23 @@ def dequantize_gather(model: onnx.ModelProto, node: onnx.NodeProto) -> onnx.Node
     return node
 
 
+def half_gather_scales(model: onnx.ModelProto) -> int:
+    """Each GatherBlockQuantized's float32 scales as float16, its output cast back to float32 for the
+    rest of the graph (the op's output has its scales' type). Returns how many were rewritten."""
+    inits = {t.name: t for t in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
+    for node in nodes:
+        scales = inits[node.input[2]]
+        if scales.data_type != onnx.TensorProto.FLOAT:
+            continue
+        scales.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scales).astype(np.float16), scales.name))
+        out = node.output[0]
+        node.output[0] = out + "_fp16"
+        cast = onnx.helper.make_node("Cast", [node.output[0]], [out], to=onnx.TensorProto.FLOAT, name=node.name + "_to_float")
+        model.graph.node.insert(list(model.graph.node).index(node) + 1, cast)
+    return len(nodes)
+
+
 def drop_unused_initializers(model: onnx.ModelProto) -> None:
     used = {i for n in model.graph.node for i in n.input}
     live = [t for t in model.graph.initializer if t.name in used]
@@ -107,7 +138,7 @@ def drop_unused_initializers(model: onnx.ModelProto) -> None:
 
 
 def quantize_4bit(onnx_path: Path, block_size: int, symmetric: bool, matmuls: bool, embeddings: bool,
-                  accuracy_level: int = 4) -> dict:
+                  accuracy_level: int = 4, scales: str = "float16") -> dict:
     """Rewrite ``onnx_path`` in place; returns counts of the 4-bit nodes written."""
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
@@ -128,6 +159,8 @@ def quantize_4bit(onnx_path: Path, block_size: int, symmetric: bool, matmuls: bo
     quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=exclude, algo_config=config)
     quantizer.process()
     out = quantizer.model.model
+    if embeddings and scales == "float16":
+        half_gather_scales(out)
     drop_unused_initializers(out)
     onnx.save(out, str(onnx_path))
     counts = {op: sum(n.op_type == op for n in out.graph.node) for op in ("MatMulNBits", "GatherBlockQuantized")}
@@ -139,7 +172,7 @@ def quantize_4bit(onnx_path: Path, block_size: int, symmetric: bool, matmuls: bo
                relation="quantized")
 def _embeddings_step(onnx_path, cfg: Embeddings4bitConfig, ctx):
     """Word-embedding table as 4-bit blocks; composes after quantize_dynamic (MatMuls stay int8)."""
-    quantize_4bit(onnx_path, cfg.block_size, cfg.symmetric, matmuls=False, embeddings=True)
+    quantize_4bit(onnx_path, cfg.block_size, cfg.symmetric, matmuls=False, embeddings=True, scales=cfg.scales)
     return onnx_path
 
 
@@ -148,5 +181,5 @@ def _embeddings_step(onnx_path, cfg: Embeddings4bitConfig, ctx):
 def _weights_step(onnx_path, cfg: Weights4bitConfig, ctx):
     """Weight-only 4-bit MatMuls (MatMulNBits): smallest file, slower than int8 on x86 CPUs."""
     quantize_4bit(onnx_path, cfg.block_size, cfg.symmetric, matmuls=True, embeddings=cfg.embeddings,
-                  accuracy_level=cfg.accuracy_level)
+                  accuracy_level=cfg.accuracy_level, scales=cfg.scales)
     return onnx_path
