@@ -47,11 +47,8 @@ def main() -> int:
             copy = Path(tmp) / name
             shutil.copytree(folder, copy)
             model = onnx.load(str(copy / "model.onnx"))
-            gathers = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
-            dtype = {t.name: t.data_type for t in model.graph.initializer}
-            if not gathers or any(dtype[n.input[2]] != onnx.TensorProto.FLOAT for n in gathers):
+            if not half_gather_scales(model):
                 raise SystemExit(f"{name}: no 4-bit embedding Gather with float32 scales (built with float16 scales?)")
-            half_gather_scales(model)
             onnx.save(model, str(copy / "model.onnx"))
             logits = [load_runner(f, 1, 128).served_logits(dev.texts) for f in (folder, copy)]
             pred = [x.argmax(-1) for x in logits]

@@ -115,13 +115,12 @@ def dequantize_gather(model: onnx.ModelProto, node: onnx.NodeProto) -> onnx.Node
 
 def half_gather_scales(model: onnx.ModelProto) -> int:
     """Each GatherBlockQuantized's float32 scales as float16, its output cast back to float32 for the
-    rest of the graph (the op's output has its scales' type). Returns how many were rewritten."""
+    rest of the graph (the op's output has its scales' type). Returns how many were rewritten (Gathers
+    whose scales are float16 already are left as they are)."""
     inits = {t.name: t for t in model.graph.initializer}
-    nodes = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
+    nodes = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized" and inits[n.input[2]].data_type == onnx.TensorProto.FLOAT]
     for node in nodes:
         scales = inits[node.input[2]]
-        if scales.data_type != onnx.TensorProto.FLOAT:
-            continue
         scales.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scales).astype(np.float16), scales.name))
         out = node.output[0]
         node.output[0] = out + "_fp16"

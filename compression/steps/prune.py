@@ -248,28 +248,29 @@ class StructuredPruneConfig(TrainConfig):
                      self.normalize_heads, self.ffn_ranking))
 
 
-def _check_structured(cfg: StructuredPruneConfig, config) -> None:
+def _check_structured(cfg: StructuredPruneConfig, config, counts: list[int] | None = None) -> None:
+    """``counts``: each layer's heads as the step finds them (the model the chain hands over, which an
+    earlier distill or pruning may have shrunk); by default the base config's, as preflight sees it."""
     require(config, "heads_ffn", "structured pruning")
-    n_heads, n_layers = config.num_attention_heads, config.num_hidden_layers
-    for layer, heads in (cfg.heads or {}).items():
-        if not 0 <= layer < n_layers or any(not 0 <= h < n_heads for h in heads):
-            raise RecipeError(f"heads {{{layer}: {heads}}} is outside {n_layers} layers x {n_heads} heads")
-        if len(set(heads)) >= n_heads:
-            raise RecipeError(f"pruning every head of layer {layer} would disconnect it; keep at least one")
+    if cfg.heads:
+        check_heads(cfg.heads, counts or [config.num_attention_heads] * config.num_hidden_layers)
 
 
-def check_heads_now(model, heads: dict[int, list[int]]) -> None:
-    """Explicit heads (by current index) against the model as the chain hands it over: the recipe's
-    preflight checks them against the base model, but an earlier step of the chain may have removed
-    layers (distill) or heads (a first pruning) since. A RecipeError before anything is removed."""
-    counts = [layer.attention.self.num_attention_heads for layer in encoder_layers(model)]
+def head_counts(model) -> list[int]:
+    """Heads each encoder layer has now (they differ after a pruning)."""
+    return [layer.attention.self.num_attention_heads for layer in encoder_layers(model)]
+
+
+def check_heads(heads: dict[int, list[int]], counts: list[int]) -> None:
+    """Explicit heads (by current index) against each layer's head count: a RecipeError before anything
+    is removed."""
     for layer, hs in heads.items():
         if not 0 <= layer < len(counts):
-            raise RecipeError(f"heads {{{layer}: {hs}}}: the model has {len(counts)} layers at this step")
+            raise RecipeError(f"heads {{{layer}: {hs}}} is outside {len(counts)} layers")
         n = counts[layer]
         if any(not 0 <= h < n for h in hs):
             raise RecipeError(f"heads {{{layer}: {hs}}}: layer {layer} has {n} heads at this step (an earlier step "
-                              f"removed some); number them 0..{n - 1}")
+                              f"may have removed some); number them 0..{n - 1}")
         if len(set(hs)) >= n:
             raise RecipeError(f"pruning every head of layer {layer} would disconnect it: it has {n} heads at this step; "
                               "keep at least one")
@@ -293,7 +294,7 @@ def taylor_importance(model, batches, precision: str = "fp32") -> tuple[torch.Te
     the process's random state, so which units a build removed depended on what ran before it (a
     resumed build, a sweep's row order), not on the recipe alone."""
     layers = encoder_layers(model)
-    counts = [layer.attention.self.num_attention_heads for layer in layers]
+    counts = head_counts(model)
     d = layers[0].attention.self.attention_head_size
     heads = torch.zeros(len(layers), max(counts))
     for i, n in enumerate(counts):
@@ -521,9 +522,7 @@ def structured_prune(model, cfg: StructuredPruneConfig, batches, train=None):
     """Remove heads and FFN neurons (``cfg.schedule``); ``train(on_step, after_step)`` runs KD recovery."""
     from ..machine import training_precision
 
-    _check_structured(cfg, model.config)
-    if cfg.heads is not None:
-        check_heads_now(model, cfg.heads)
+    _check_structured(cfg, model.config, head_counts(model) if cfg.heads else None)
     precision = training_precision(cfg.precision)
     before = sum(p.numel() for p in encoder_layers(model).parameters())
     gradual = cfg.schedule == "gradual" and train is not None
@@ -538,7 +537,7 @@ def structured_prune(model, cfg: StructuredPruneConfig, batches, train=None):
     if not gradual and cfg.recovery and train is not None:
         train(None, None)
     after = sum(p.numel() for p in encoder_layers(model).parameters())
-    left = [layer.attention.self.num_attention_heads for layer in encoder_layers(model)]
+    left = head_counts(model)
     ffn = [layer.intermediate.dense.out_features for layer in encoder_layers(model)]
     log.info("structured pruning (%s): %d heads removed (heads left per layer: %s), FFN neurons per layer %s, encoder params %d -> %d "
              "(%.2fx fewer)", cfg.schedule, sum(map(len, heads.values())), left, ffn, before,
