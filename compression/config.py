@@ -103,7 +103,8 @@ class TeacherConfig:
     (``auto``: bf16 autocast with fp32 master weights where the CPU has native bf16 math,
     AVX512-BF16 or AMX, or the GPU supports it; else fp32), dropout (rate of every dropout
     layer while training; None keeps the base model's 0.1: dropout masks are a tenth of a
-    CPU step).
+    CPU step), head_learning_rate (the randomly initialised classifier head and the pooler
+    it reads learn at this rate instead of ``learning_rate``; null = one rate for all).
     """
 
     epochs: float = 3.0
@@ -118,9 +119,12 @@ class TeacherConfig:
     freeze_layers: int = 0
     precision: str = "auto"
     dropout: float | None = None
+    head_learning_rate: float | None = None
 
     def __post_init__(self):
         check_precision(self.precision, self.dropout)
+        if self.head_learning_rate is not None and not 0 < float(self.head_learning_rate) < 1:
+            raise ValueError(f"head_learning_rate must be in (0, 1) or null, got {self.head_learning_rate}")
         if self.freeze_layers < 0:
             raise ValueError(f"freeze_layers must be >= 0, got {self.freeze_layers}")
         if self.epochs <= 0 and not self.max_steps:
@@ -187,6 +191,7 @@ DISPLAY_ONLY = ("name", "hub_id", "hub_config", "task", "tags")  # DatasetConfig
 # existed: at that value the field is left out of the fingerprint, so adding it rebuilds nothing.
 LATER_FIELDS = {"ffn_ranking": "layer", "normalize_heads": False, "ema": 0.0, "freeze_layers": 0, "min_words": 0, "augment": 0, "augment_words": 0.3, "augment_neighbours": 10, "kd_loss": "kl", "label_steps": 0,
                 "label_learning_rate": 2e-5}
+TEACHER_LATER_FIELDS = {"head_learning_rate": None}  # the same for the teacher's fields
 
 
 @dataclass(frozen=True)
@@ -208,7 +213,8 @@ class VariantSpec:
         payload = {
             "base_model": recipe.base_model,
             "dataset": {k: v for k, v in plain(dataclasses.asdict(recipe.dataset)).items() if k not in DISPLAY_ONLY},
-            "teacher": plain(dataclasses.asdict(recipe.teacher)),
+            "teacher": {k: v for k, v in plain(dataclasses.asdict(recipe.teacher)).items()
+                        if k not in TEACHER_LATER_FIELDS or v != TEACHER_LATER_FIELDS[k]},
             "steps": [{n: {k: v for k, v in c.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
                        for n, c in s.to_obj().items()} for s in self.steps],
         }

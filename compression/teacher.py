@@ -20,6 +20,27 @@ log = logging.getLogger(__name__)
 LOG_EVERY = 50  # Trainer log lines (loss, lr) every this many steps: one line a few seconds apart on CPU
 
 
+def head_parameter_names(model) -> set[str]:
+    """Parameters outside the pretrained encoder: the new classifier and the pooler it reads."""
+    body = model.base_model_prefix + "."
+    return {n for n, _ in model.named_parameters() if not n.startswith(body) or ".pooler." in n}
+
+
+def _optimizer_with_head_rate(trainer, head_lr: float):
+    """Trainer's own optimizer (its class, fused kernel, betas, eps and decay exclusions) with the head in
+    groups at ``head_lr``; Trainer builds its warm-up/decay schedule over every group from its own peak rate."""
+    args, model = trainer.args, trainer.model
+    decay, head = set(trainer.get_decay_parameter_names(model)), head_parameter_names(model)
+    groups = {}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((n in head, n in decay), []).append(p)
+    cls, kwargs = trainer.get_optimizer_cls_and_kwargs(args, model)
+    return cls([{"params": ps, "lr": head_lr if is_head else args.learning_rate,
+                 "weight_decay": args.weight_decay if decays else 0.0} for (is_head, decays), ps in groups.items()],
+               **kwargs)
+
+
 class _Encoded(torch.utils.data.Dataset):
     def __init__(self, tokenizer, data: TextData, max_length: int):
         self.enc = tokenizer(data.texts, truncation=True, max_length=max_length)
@@ -79,6 +100,8 @@ def train_teacher(base_model: str, train: TextData, dcfg: DatasetConfig, tcfg: T
         data_collator=DataCollatorWithPadding(tokenizer),
         callbacks=callbacks,
     )
+    if tcfg.head_learning_rate is not None:
+        trainer.optimizer = _optimizer_with_head_rate(trainer, float(tcfg.head_learning_rate))
     log.info("fine-tuning the teacher on %d examples (%s epochs, %s)", len(train), tcfg.epochs, precision)
     trainer.train()
     from accelerate.utils import extract_model_from_parallel

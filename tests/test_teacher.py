@@ -36,3 +36,22 @@ def test_freeze_layers_must_leave_a_block_to_train(tiny_model, tmp_path):
         train_teacher(str(tiny_model), _data(), DatasetConfig(label_names=("negative", "positive")), cfg, tmp_path)
     with pytest.raises(ValueError, match="freeze_layers must be >= 0"):
         TeacherConfig(freeze_layers=-1)
+
+
+def test_head_learning_rate_moves_the_new_head_not_the_encoder(tiny_model, tmp_path):
+    """head_learning_rate: the classifier and pooler train at their own rate, the encoder at learning_rate."""
+    before, _ = load_classifier(str(tiny_model))
+    old = {n: p.detach().clone() for n, p in before.named_parameters()}
+
+    def moved(cfg):
+        model, _ = train_teacher(str(tiny_model), _data(), DatasetConfig(label_names=("negative", "positive")), cfg, tmp_path)
+        return {n: float((p - old[n]).abs().max()) for n, p in model.named_parameters()}
+
+    base = dict(max_steps=4, epochs=1, batch_size=16, learning_rate=1e-7, warmup_ratio=0.0, weight_decay=0.0)
+    one_rate, two_rates = moved(TeacherConfig(**base)), moved(TeacherConfig(**base, head_learning_rate=1e-2))
+    for name in ("classifier.weight", "bert.pooler.dense.weight"):
+        assert two_rates[name] > 1e-3 and one_rate[name] < 1e-5, name
+    body = [n for n in two_rates if n.startswith("bert.encoder.") and n.endswith("weight")]
+    assert body and max(two_rates[n] for n in body) < 1e-5
+    with pytest.raises(ValueError, match="head_learning_rate must be in"):
+        TeacherConfig(head_learning_rate=2.0)
