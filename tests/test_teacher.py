@@ -45,7 +45,7 @@ def test_head_learning_rate_moves_the_new_head_not_the_encoder(tiny_model, tmp_p
 
     def moved(cfg):
         model, _ = train_teacher(str(tiny_model), _data(), DatasetConfig(label_names=("negative", "positive")), cfg, tmp_path)
-        return {n: float((p - old[n]).abs().max()) for n, p in model.named_parameters()}
+        return {n: float((p.detach() - old[n]).abs().max()) for n, p in model.named_parameters()}
 
     base = dict(max_steps=4, epochs=1, batch_size=16, learning_rate=1e-7, warmup_ratio=0.0, weight_decay=0.0)
     one_rate, two_rates = moved(TeacherConfig(**base)), moved(TeacherConfig(**base, head_learning_rate=1e-2))
