@@ -124,9 +124,9 @@ def student(teacher, tok, pool, s: dict):
 
 
 def narrow_tiny(model, teacher, tok, pool, data, logits, s: dict):
-    """The demo recipe's second tiny stage on a trained L2: ``heads``/``ffn`` of it removed (the recipe's
-    narrow: 0.5/0.5; 16 importance batches), then ``tepochs`` (the recipe: half an epoch) of KD on 24,000 of the KD sentences ``data``
-    (their teacher ``logits``), no variants."""
+    """The demo recipe's second tiny stage on a trained student (``tlayers`` deep): ``heads``/``ffn`` of it removed
+    (the recipe's narrow: 0.4/0.75; 16 importance batches), then ``tepochs`` (the recipe: half an epoch) of KD on
+    24,000 of the KD sentences ``data`` (their teacher ``logits``), no variants."""
     cfg = StructuredPruneConfig(heads_fraction=s["heads"], ffn_fraction=s["ffn"], recovery=False)
     model, _ = structured_prune(model, cfg, importance_batches(tok, pool, cfg.importance_batches, cfg.batch_size, 128, cfg.seed))
     kd = DistillConfig(num_layers=1, epochs=s["tepochs"], train_samples=24000, learning_rate=s["lr"], seed=s["seed"],

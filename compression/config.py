@@ -213,12 +213,15 @@ class VariantSpec:
         payload = {
             "base_model": recipe.base_model,
             "dataset": {k: v for k, v in plain(dataclasses.asdict(recipe.dataset)).items() if k not in DISPLAY_ONLY},
-            "teacher": {k: v for k, v in plain(dataclasses.asdict(recipe.teacher)).items()
-                        if k not in TEACHER_LATER_FIELDS or v != TEACHER_LATER_FIELDS[k]},
-            "steps": [{n: {k: v for k, v in c.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
-                       for n, c in s.to_obj().items()} for s in self.steps],
+            "teacher": _without_old_defaults(plain(dataclasses.asdict(recipe.teacher)), TEACHER_LATER_FIELDS),
+            "steps": [{n: _without_old_defaults(c, LATER_FIELDS) for n, c in s.to_obj().items()} for s in self.steps],
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _without_old_defaults(fields: dict, later: dict) -> dict:
+    """``fields`` less each later field still at the value that behaves as before it existed."""
+    return {k: v for k, v in fields.items() if k not in later or v != later[k]}
 
 
 def plain(obj):
