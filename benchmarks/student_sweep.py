@@ -37,8 +37,14 @@ the gold labels alone, ``training.label_finetune``; the row also reports the sam
 ``before_label``: rows differing only in lsteps/llr share one KD run), llr (that fine-tune's learning rate),
 tlayers (tiny's first stage: an L2 by default, or this many of the teacher's layers, spread), tepochs (epochs of
 tiny's second stage, the KD after narrowing: 0.5 as the demo recipe).
+ins (``augment_insert``: random vocabulary pieces put into each variant, needs aug >= 1).
 Besides dev accuracy each row reports agreement: the share of dev sentences where the student predicts what the
-teacher predicts (how faithfully it copies the teacher, right or wrong).
+teacher predicts (how faithfully it copies the teacher, right or wrong); and the same on the dev slice with
+user-text noise (``user_noise``: an @mention in front, a link or a hashtag behind, as users' text carries and
+SST-2's phrases never do), per side: of the noisy sentences the teacher calls positive, the share the student
+calls positive too ("positives kept"), the same for negatives, and their mean ("balanced"), in PyTorch and, with
+speed, as served. A student that drifts from its teacher on text unlike the training phrases shows it there,
+without a look at any out-of-domain data set.
 """
 from __future__ import annotations
 
@@ -73,7 +79,34 @@ DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
             "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "kd": 1, "minw": 0, "aug": 0,
             "augw": 0.3, "loss": "kl", "freeze": 0, "ema": 0.0, "hnorm": 0, "fglob": 0, "lsteps": 0, "llr": 2e-5,
-            "tlayers": 2, "tepochs": 0.5}
+            "tlayers": 2, "tepochs": 0.5, "ins": 0}
+
+NAMES = ("john", "sarah", "mike", "acme", "support", "team", "store", "bank", "shop", "help")
+
+
+def user_noise(texts: list[str], seed: int = 7) -> list[str]:
+    """Each text with what users' text carries and SST-2's never does, drawn per text: an @mention in front
+    (7 in 10), a short link behind (3 in 10), a hashtag behind (3 in 10). None of it says anything about
+    sentiment, so a faithful student answers as its teacher does on the noisy text."""
+    out = []
+    for i, text in enumerate(texts):
+        r = random.Random(f"{seed}/{i}")
+        t = text.strip()
+        if r.random() < 0.7:
+            t = f"@{r.choice(NAMES)} {t}"
+        if r.random() < 0.3:
+            t += " http://t.co/" + "".join(r.choice("abcdefghijk0123456789") for _ in range(8))
+        if r.random() < 0.3:
+            t += f" #{r.choice(NAMES)}"
+        out.append(t)
+    return out
+
+
+def kept(pred: torch.Tensor, teacher_pred: torch.Tensor) -> dict:
+    """Per side of the teacher's answer, the share the student gives too, and their mean."""
+    pos = float((pred[teacher_pred == 1] == 1).float().mean())
+    neg = float((pred[teacher_pred == 0] == 0).float().mean())
+    return {"positives_kept": pos, "negatives_kept": neg, "balanced": (pos + neg) / 2}
 
 
 def parse(spec: str) -> dict:
@@ -134,9 +167,10 @@ def narrow_tiny(model, teacher, tok, pool, data, logits, s: dict):
     return distill(teacher, model, data, kd, tok, logits, 128, list(spread_layers(6, s["tlayers"])))
 
 
-def int8_ms(model, tok, texts, work: Path, name: str, fused: bool, dev=None) -> tuple[float, float | None]:
+def int8_ms(model, tok, texts, work: Path, name: str, fused: bool, dev=None, noisy=None):
     """Batch-1 p50 of the model's (fused +) dynamic-int8 graph on one thread, mean over ``texts``, 5 rounds,
-    and with ``dev`` that graph's accuracy on it as served (one sentence at a time; else None)."""
+    and with ``dev`` that graph's accuracy on it as served (one sentence at a time; else None), with ``noisy``
+    (texts) also its predictions on those as served. Returns (ms, accuracy, noisy predictions)."""
     import shutil
     import statistics
 
@@ -163,12 +197,14 @@ def int8_ms(model, tok, texts, work: Path, name: str, fused: bool, dev=None) -> 
         for e in encoded:
             runner.forward(e)
         rounds.append((time.perf_counter() - t0) * 1e3 / len(encoded))
-    acc = None
+    acc = noisy_pred = None
     if dev is not None:
         pred = runner.served_logits(dev.texts).argmax(-1)
         acc = sum(int(p) == y for p, y in zip(pred, dev.labels)) / len(dev)
+    if noisy is not None:
+        noisy_pred = torch.from_numpy(runner.served_logits(noisy).argmax(-1))
     shutil.rmtree(folder, ignore_errors=True)
-    return statistics.median(rounds), acc
+    return statistics.median(rounds), acc, noisy_pred
 
 
 def heads_left(teacher, tok, pool, s: dict) -> int:
@@ -215,15 +251,21 @@ def kd_run(teacher, tok, pool, data, kd_logits, s: dict, cfg, variant_logits: di
     return trained
 
 
-def measure(trained, teacher, tok, dev, teacher_pred, teacher_acc, s: dict, work: Path) -> dict:
+def measure(trained, teacher, tok, dev, teacher_pred, teacher_acc, s: dict, work: Path, noisy=None) -> dict:
     """Dev accuracy and agreement with the teacher in PyTorch, and with ``speed`` the fused int8 graph's
-    speed against the teacher's plain int8 graph and its accuracy as served."""
+    speed against the teacher's plain int8 graph and its accuracy as served; with ``noisy`` ((noisy dev
+    texts, the teacher's predictions on them)) the sides kept on them (``kept``), PyTorch and as served."""
     out = {"dev_accuracy": accuracy(trained, tok, dev), "teacher_dev_accuracy": teacher_acc,
            "dev_agreement": float((predictions(trained, tok, dev) == teacher_pred).float().mean())}
+    if noisy is not None:
+        texts, noisy_teacher = noisy
+        out["noisy"] = kept(predictions(trained, tok, type(dev)(texts, dev.labels)), noisy_teacher)
     if s["speed"]:
-        out["teacher_int8_ms"], _ = int8_ms(teacher, tok, dev.texts[:50], work, "teacher-int8", fused=False)
-        out["student_fused_int8_ms"], out["student_fused_int8_dev_accuracy"] = int8_ms(
-            trained, tok, dev.texts[:50], work, "student-int8", fused=True, dev=dev)
+        out["teacher_int8_ms"], _, _ = int8_ms(teacher, tok, dev.texts[:50], work, "teacher-int8", fused=False)
+        out["student_fused_int8_ms"], out["student_fused_int8_dev_accuracy"], served = int8_ms(
+            trained, tok, dev.texts[:50], work, "student-int8", fused=True, dev=dev, noisy=None if noisy is None else noisy[0])
+        if served is not None:
+            out["noisy_served"] = kept(served, noisy[1])
     return out
 
 
@@ -246,6 +288,8 @@ def main() -> int:
         return heads_left(teacher, tok, pool, parse(args.settings[0]))
     teacher_acc = accuracy(teacher, tok, dev)
     teacher_pred = predictions(teacher, tok, dev)
+    noisy_texts = user_noise(dev.texts)
+    noisy = (noisy_texts, predictions(teacher, tok, type(dev)(noisy_texts, dev.labels)))
     cache = work / f"pool-logits-{args.teacher_samples}.pt"
     if cache.is_file():
         logits = torch.load(cache)
@@ -254,7 +298,8 @@ def main() -> int:
         torch.save(logits, cache)
     seen = set(random.Random(0).sample(range(len(pool)), args.teacher_samples))  # the teacher's rows (TextData.split)
     transfer = {"pool": list(range(len(pool))), "train": sorted(seen), "unused": [i for i in range(len(pool)) if i not in seen]}
-    print(f"pool {len(pool)} phrases, dev {len(dev)} training sentences; teacher dev accuracy {teacher_acc:.4f}")
+    print(f"pool {len(pool)} phrases, dev {len(dev)} training sentences; teacher dev accuracy {teacher_acc:.4f}; "
+          f"teacher positive on {float(teacher_pred.float().mean()):.3f} of dev, {float(noisy[1].float().mean()):.3f} of noisy dev")
     rows, variant_logits, kd_runs = [], {}, {}
     for spec in args.settings:
         s = parse(spec)
@@ -263,7 +308,8 @@ def main() -> int:
                             alpha=s["alpha"], temperature=s["T"], hidden_weight=s["hidden"], seed=s["seed"],
                             dropout=None if s["dropout"] < 0 else s["dropout"], precision=s["precision"], batch_size=s["batch"],
                             min_words=s["minw"], augment=s["aug"], augment_words=s["augw"], kd_loss=s["loss"],
-                            freeze_layers=s["freeze"], ema=s["ema"], label_steps=s["lsteps"], label_learning_rate=s["llr"])
+                            freeze_layers=s["freeze"], ema=s["ema"], label_steps=s["lsteps"], label_learning_rate=s["llr"],
+                            augment_insert=s["ins"])
         rows_ = transfer[s["transfer"]]
         base = type(pool)([pool.texts[i] for i in rows_], [pool.labels[i] for i in rows_])
         if kd_key in kd_runs:  # the same KD run, another label fine-tune after it
@@ -276,11 +322,11 @@ def main() -> int:
                 kd_runs[kd_key] = (copy.deepcopy(trained), seconds)
         row = {"setting": spec, **s}
         if s["lsteps"]:
-            row["before_label"] = measure(trained, teacher, tok, dev, teacher_pred, teacher_acc, s, work)
+            row["before_label"] = measure(trained, teacher, tok, dev, teacher_pred, teacher_acc, s, work, noisy)
             t0 = time.perf_counter()
             trained = label_finetune(trained, base, kd_subset(base.texts, cfg), cfg, tok, 128)
             row["label_s"] = round(time.perf_counter() - t0, 1)
-        row.update({"train_s": round(seconds, 1), **measure(trained, teacher, tok, dev, teacher_pred, teacher_acc, s, work)})
+        row.update({"train_s": round(seconds, 1), **measure(trained, teacher, tok, dev, teacher_pred, teacher_acc, s, work, noisy)})
         rows.append(row)
         speed = ""
         if s["speed"]:
@@ -291,9 +337,13 @@ def main() -> int:
             b = row["before_label"]
             before = (f"  [before the label fine-tune ({row['label_s']:.0f} s): dev {b['dev_accuracy']:.4f}, agreement "
                       f"{b['dev_agreement']:.4f}" + (f", served {b['student_fused_int8_dev_accuracy']:.4f}" if s["speed"] else "") + "]")
-        acc, agree = row["dev_accuracy"], row["dev_agreement"]
+        acc, agree, nz = row["dev_accuracy"], row["dev_agreement"], row["noisy"]
+        served = row.get("noisy_served")
+        noise = (f"  noisy: positives kept {nz['positives_kept']:.3f}, negatives {nz['negatives_kept']:.3f}, balanced "
+                 f"{nz['balanced']:.3f}" + (f" (served {served['positives_kept']:.3f} / {served['negatives_kept']:.3f} / "
+                                           f"{served['balanced']:.3f})" if served else ""))
         print(f"{spec:50s} train {seconds:6.1f} s  dev accuracy {acc:.4f} ({(acc - teacher_acc) * 100:+.1f} pt)  "
-              f"agreement {agree:.4f}{speed}{before}", flush=True)
+              f"agreement {agree:.4f}{speed}{noise}{before}", flush=True)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": torch.get_num_threads(),
                                                "pool": len(pool), "dev": len(dev), "rows": rows}, indent=1))
