@@ -37,7 +37,6 @@ the gold labels alone, ``training.label_finetune``; the row also reports the sam
 ``before_label``: rows differing only in lsteps/llr share one KD run), llr (that fine-tune's learning rate),
 tlayers (tiny's first stage: an L2 by default, or this many of the teacher's layers, spread), tepochs (epochs of
 tiny's second stage, the KD after narrowing: 0.5 as the demo recipe).
-ins (``augment_insert``: random vocabulary pieces put into each variant, needs aug >= 1).
 Besides dev accuracy each row reports agreement: the share of dev sentences where the student predicts what the
 teacher predicts (how faithfully it copies the teacher, right or wrong); and the same on the dev slice with
 user-text noise (``user_noise``: an @mention in front, a link or a hashtag behind, as users' text carries and
@@ -79,7 +78,7 @@ DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
             "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "kd": 1, "minw": 0, "aug": 0,
             "augw": 0.3, "loss": "kl", "freeze": 0, "ema": 0.0, "hnorm": 0, "fglob": 0, "lsteps": 0, "llr": 2e-5,
-            "tlayers": 2, "tepochs": 0.5, "ins": 0}
+            "tlayers": 2, "tepochs": 0.5}
 
 NAMES = ("john", "sarah", "mike", "acme", "support", "team", "store", "bank", "shop", "help")
 
@@ -308,8 +307,7 @@ def main() -> int:
                             alpha=s["alpha"], temperature=s["T"], hidden_weight=s["hidden"], seed=s["seed"],
                             dropout=None if s["dropout"] < 0 else s["dropout"], precision=s["precision"], batch_size=s["batch"],
                             min_words=s["minw"], augment=s["aug"], augment_words=s["augw"], kd_loss=s["loss"],
-                            freeze_layers=s["freeze"], ema=s["ema"], label_steps=s["lsteps"], label_learning_rate=s["llr"],
-                            augment_insert=s["ins"])
+                            freeze_layers=s["freeze"], ema=s["ema"], label_steps=s["lsteps"], label_learning_rate=s["llr"])
         rows_ = transfer[s["transfer"]]
         base = type(pool)([pool.texts[i] for i in rows_], [pool.labels[i] for i in rows_])
         if kd_key in kd_runs:  # the same KD run, another label fine-tune after it

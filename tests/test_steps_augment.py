@@ -4,7 +4,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from compression.data import TextData, read_file
-from compression.steps.augment import IGNORE, augment_texts, loose_pieces, neighbour_table, whole_words
+from compression.steps.augment import IGNORE, augment_texts, neighbour_table, whole_words
 from compression.steps.losses import distill_loss, kd_loss
 
 
@@ -37,31 +37,6 @@ def test_variants_swap_words_for_neighbours_deterministically_at_least_one_each(
     assert augment_texts(texts, table, copies=0, share=0.3, seed=0) == []
     with pytest.raises(ValueError):
         augment_texts(texts, table, copies=1, share=0.0, seed=0)
-
-
-def test_inserted_pieces_come_on_top_of_the_same_swaps_at_random_places():
-    table = {"good": ["great"], "film": ["movie"], "dull": ["boring"]}
-    texts = ["a good film", "so dull", "nothing to swap here"]
-    pieces = ["@", "john", "http", "#", "42"]
-    plain = augment_texts(texts, table, copies=3, share=0.3, seed=0)
-    noisy = augment_texts(texts, table, copies=3, share=0.3, seed=0, insert=2, pieces=pieces)
-    assert noisy == augment_texts(texts, table, copies=3, share=0.3, seed=0, insert=2, pieces=pieces)  # deterministic
-    places = set()
-    for p, n in zip(plain, noisy):
-        pw, nw = p.split(), n.split()
-        assert len(nw) == len(pw) + 2
-        assert [w for w in nw if w not in pieces] == pw, (p, n)  # the same swaps, in order (no text word is a piece)
-        places.update(i for i, w in enumerate(nw) if w in pieces)
-    assert noisy[2] != texts[2] and len(places) > 2          # a text with nothing to swap still gets its pieces, not always in one place
-    with pytest.raises(ValueError, match="pieces"):
-        augment_texts(texts, table, copies=1, share=0.3, seed=0, insert=1)
-    with pytest.raises(ValueError, match="insert"):
-        augment_texts(texts, table, copies=1, share=0.3, seed=0, insert=-1, pieces=pieces)
-
-
-def test_loose_pieces_are_what_stands_alone_in_text():
-    vocab = {"[CLS]": 0, "[unused0]": 1, "##ing": 2, "@": 3, "#": 4, "john": 5, "42": 6, "/": 7, "\u00e9t\u00e9": 8, "[": 9}
-    assert loose_pieces(vocab) == ["#", "/", "42", "@", "[", "john"]
 
 
 def test_augmented_rows_are_learnt_from_the_teacher_only():
@@ -119,25 +94,9 @@ def test_kd_with_augment_trains_on_the_subset_and_its_teacher_labelled_variants(
 def test_bad_augment_settings_are_refused():
     from compression.steps.training import TrainConfig
 
-    for bad in ({"augment": -1}, {"augment_words": 0}, {"augment_words": 1.5}, {"augment_neighbours": 0},
-                {"augment_insert": 1}, {"augment": 1, "augment_insert": -1}):  # insertion edits the variants: needs augment
+    for bad in ({"augment": -1}, {"augment_words": 0}, {"augment_words": 1.5}, {"augment_neighbours": 0}):
         with pytest.raises(ValueError, match="augment"):
             TrainConfig(**bad)
-
-
-def test_insertion_names_its_own_variants_and_leaves_old_fingerprints_alone(tiny_model, tiny_data):
-    from conftest import tiny_recipe_dict
-
-    from compression.recipe import Recipe
-    from compression.steps.training import TrainConfig, variants_key
-
-    assert variants_key("train", TrainConfig(augment=1)) != variants_key("train", TrainConfig(augment=1, augment_insert=1))
-    assert variants_key("train", TrainConfig(augment=1)) == "train+aug/1/0.3/10/0/None/0"  # the key sibling builds shared
-    prints = []
-    for extra in ({}, {"augment_insert": 0}, {"augment_insert": 1}):
-        r = Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data, student=[{"distill": {"num_layers": 1, "augment": 1, **extra}}]))
-        prints.append(r.variant("student").fingerprint(r))
-    assert prints[0] == prints[1] != prints[2]
 
 
 def test_variants_of_real_sentences_read_like_sentences(tiny_model):

@@ -31,3 +31,29 @@ def test_dev_slice_is_whole_sentences_whose_phrases_are_not_trained_on(monkeypat
         if len(t.split()) >= sweep.MIN_LEAK_WORDS:  # no phrase of 3+ words from inside a dev sentence
             assert not any(f" {t.strip()} " in f" {d.strip()} " for d in dev.texts), t
     assert len(pool) + len(dev) < len(texts) and len(pool) > 0.7 * len(texts)  # only the dev sentences' phrases went
+
+
+def test_user_noise_keeps_the_sentence_and_adds_only_sentiment_free_tokens():
+    """The student sweep's noisy dev slice: each sentence intact, an @mention / link / hashtag around it,
+    the same on every call; and the sides-kept measure counts each side of the teacher's answer apart."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("student_sweep", REPO / "benchmarks" / "student_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    texts = [f"sentence number {i} was fine " for i in range(200)]
+    noisy = sweep.user_noise(texts)
+    assert noisy == sweep.user_noise(texts) != texts
+    for t, n in zip(texts, noisy):
+        assert t.strip() in n
+        extra = n.replace(t.strip(), " ").split()
+        assert all(w.startswith(("@", "http://t.co/", "#")) for w in extra)
+    share = lambda p: sum(n.startswith(p) for n in noisy) / len(noisy)
+    assert 0.55 < share("@") < 0.85 and 0.15 < sum("http" in n for n in noisy) / len(noisy) < 0.45
+    k = sweep.kept(torch.tensor([1, 1, 0, 0, 0, 1]), torch.tensor([1, 1, 1, 1, 0, 0]))
+    assert k == {"positives_kept": 0.5, "negatives_kept": 0.5, "balanced": 0.5}
+    k = sweep.kept(torch.tensor([1, 0, 0, 0]), torch.tensor([1, 1, 0, 0]))
+    assert k["positives_kept"] == 0.5 and k["negatives_kept"] == 1.0 and k["balanced"] == 0.75

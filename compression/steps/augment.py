@@ -7,11 +7,6 @@ the teacher's own input embedding table (cosine similarity between whole-word pi
 flip a sentence's sentiment ("good" sits near "bad" in embedding space): an augmented sentence
 therefore carries no gold label (``IGNORE``), only the teacher's soft one.
 
-Users' text also carries what the training phrases never do: names, @mentions, numbers, links,
-stray symbols. A variant can therefore also get ``insert`` random pieces of the vocabulary put in at
-random places (EDA's random insertion, Wei & Zou 2019), again labelled by the teacher alone, so the
-student learns what the teacher makes of a sentence with a stray token in it instead of guessing.
-
 Pure functions of texts, a vocabulary and an embedding matrix: no model, no build state.
 """
 from __future__ import annotations
@@ -23,20 +18,13 @@ import torch
 
 from .losses import IGNORE  # the label of an augmented sentence: learnt from the teacher's logits only
 
-__all__ = ["IGNORE", "augment_texts", "loose_pieces", "neighbour_table", "whole_words"]
+__all__ = ["IGNORE", "augment_texts", "neighbour_table", "whole_words"]
 
 
 def whole_words(vocab: dict[str, int]) -> list[str]:
     """The vocabulary's whole-word pieces that can stand in for a word: alphabetic, 2+ letters
     (``##`` continuations, punctuation, digits and ``[CLS]``-style specials are not)."""
     return sorted(w for w in vocab if len(w) > 1 and w.isalpha() and w.isascii())
-
-
-def loose_pieces(vocab: dict[str, int]) -> list[str]:
-    """The vocabulary's ASCII pieces that stand alone in text: words, names, numbers, punctuation and
-    symbols (``@``, ``#``, ``/``); not ``##`` continuations, not ``[CLS]``/``[unused0]``-style specials."""
-    return sorted(w for w in vocab if w.isascii() and w.isprintable() and w.strip() == w and w
-                  and not w.startswith("##") and not (w.startswith("[") and w.endswith("]")))
 
 
 def neighbour_table(embeddings: torch.Tensor, vocab: dict[str, int], words: Iterable[str], k: int,
@@ -65,18 +53,13 @@ def _key(word: str, table: dict) -> str | None:
     return word if word in table else word.lower() if word.lower() in table else None
 
 
-def augment_texts(texts: list[str], table: dict[str, list[str]], copies: int, share: float, seed: int,
-                  insert: int = 0, pieces: list[str] | None = None) -> list[str]:
+def augment_texts(texts: list[str], table: dict[str, list[str]], copies: int, share: float, seed: int) -> list[str]:
     """``copies`` variants of every text (copy c of text j at ``c * len(texts) + j``): each word
     with neighbours is swapped for a random one of them with probability ``share``, at least one
-    word per text where any can be swapped (a text with none comes back unchanged); then ``insert``
-    random ``pieces`` are put in at random places. The insertions draw from their own random stream,
-    so the swaps are the same with and without them."""
-    if copies < 0 or not 0 < share <= 1 or insert < 0:
-        raise ValueError(f"copies and insert must be >= 0 and share in (0, 1], got {copies}, {insert}, {share}")
-    if insert and not pieces:
-        raise ValueError("insert needs pieces to insert")
-    rng, ins = random.Random(seed), random.Random(f"insert/{seed}")
+    word per text where any can be swapped (a text with none comes back unchanged)."""
+    if copies < 0 or not 0 < share <= 1:
+        raise ValueError(f"copies must be >= 0 and share in (0, 1], got {copies}, {share}")
+    rng = random.Random(seed)
     out = []
     for _ in range(copies):
         for text in texts:
@@ -85,7 +68,5 @@ def augment_texts(texts: list[str], table: dict[str, list[str]], copies: int, sh
             picked = [i for i in slots if rng.random() < share] or ([rng.choice(slots)] if slots else [])
             for i in picked:
                 words[i] = rng.choice(table[_key(words[i], table)])
-            for _ in range(insert):
-                words.insert(ins.randrange(len(words) + 1), ins.choice(pieces))
-            out.append(" ".join(words) if picked or insert else text)
+            out.append(" ".join(words) if picked else text)
     return out

@@ -64,9 +64,6 @@ class TrainConfig:
                                      # phrases; each copy is one more pass of KD steps and teacher logits
     augment_words: float = 0.3       # share of a variant's swappable words that are swapped (at least one)
     augment_neighbours: int = 10     # a word is swapped for one of its this many nearest whole-word pieces
-    augment_insert: int = 0          # random vocabulary pieces (words, names, numbers, @ # / and other symbols) put into
-                                     # each variant at random places: users' text carries stray tokens SST-2's phrases
-                                     # lack, and a student left to guess there drifts from its teacher; costs no steps
     label_steps: int = 0             # after KD, this many more steps on the gold labels alone (alpha 0, the KD sentences
                                      # without their variants, which carry no label): a short final fine-tune on labels
                                      # (TinyBERT's last stage); 0 = off
@@ -86,9 +83,6 @@ class TrainConfig:
         if self.augment < 0 or not 0 < self.augment_words <= 1 or self.augment_neighbours < 1:
             raise ValueError("augment must be >= 0, augment_words in (0, 1] and augment_neighbours >= 1, got "
                              f"{self.augment}, {self.augment_words}, {self.augment_neighbours}")
-        if self.augment_insert < 0 or (self.augment_insert and not self.augment):
-            raise ValueError(f"augment_insert must be >= 0 and needs augment >= 1 (it edits the variants), got "
-                             f"augment_insert {self.augment_insert}, augment {self.augment}")
         if self.train_samples is not None and self.train_samples < 1:
             raise ValueError(f"train_samples must be a positive integer or null, got {self.train_samples}")
         if not 0 <= self.warmup_ratio < 1 or self.max_grad_norm <= 0 or self.weight_decay < 0:
@@ -171,7 +165,7 @@ def label_finetune(model, data, idx: list[int] | None, cfg: TrainConfig, tokeniz
 
     labelled = data.take(idx)
     one = dataclasses.replace(cfg, alpha=0.0, hidden_weight=0.0, max_steps=cfg.label_steps, learning_rate=cfg.label_learning_rate,
-                              train_samples=None, min_words=0, augment=0, augment_insert=0, ema=0.0, label_steps=0)
+                              train_samples=None, min_words=0, augment=0, ema=0.0, label_steps=0)
     log.info("label fine-tune: %d steps at lr %g on %d labelled sentences", cfg.label_steps, cfg.label_learning_rate, len(labelled))
     zeros = torch.zeros(len(labelled), model.config.num_labels)  # the KD term's weight is 0: no teacher logits needed
     return distill(None, model, labelled, one, tokenizer, zeros, max_length, None, None, after_step, progress)
@@ -185,24 +179,22 @@ def kd_set(data, idx: list[int] | None, cfg: TrainConfig, teacher, tokenizer):
     import dataclasses
 
     from ..data import TextData
-    from .augment import IGNORE, augment_texts, loose_pieces, neighbour_table
+    from .augment import IGNORE, augment_texts, neighbour_table
 
     kd = data.take(idx)
     texts, labels = kd.texts, kd.labels
     words = {w for t in texts for w in t.split()}
     table = neighbour_table(teacher.get_input_embeddings().weight, tokenizer.get_vocab(), words | {w.lower() for w in words},
                             cfg.augment_neighbours)
-    pieces = loose_pieces(tokenizer.get_vocab()) if cfg.augment_insert else None
-    variants = augment_texts(texts, table, cfg.augment, cfg.augment_words, cfg.seed, cfg.augment_insert, pieces)
+    variants = augment_texts(texts, table, cfg.augment, cfg.augment_words, cfg.seed)
     return (TextData(texts + variants, labels + [IGNORE] * len(variants)), TextData(variants, [IGNORE] * len(variants)),
-            dataclasses.replace(cfg, train_samples=None, min_words=0, augment=0, augment_insert=0))
+            dataclasses.replace(cfg, train_samples=None, min_words=0, augment=0))
 
 
 def variants_key(name: str, cfg: TrainConfig) -> str:
     """What names one set of KD variants (the split, the KD subset and the augmentation settings):
     KD runs with the same key train on the same variants, so the teacher labels them once."""
-    key = f"{name}+aug/{cfg.augment}/{cfg.augment_words}/{cfg.augment_neighbours}/{cfg.seed}/{cfg.train_samples}/{cfg.min_words}"
-    return key + (f"/ins{cfg.augment_insert}" if cfg.augment_insert else "")
+    return f"{name}+aug/{cfg.augment}/{cfg.augment_words}/{cfg.augment_neighbours}/{cfg.seed}/{cfg.train_samples}/{cfg.min_words}"
 
 
 def _augmented(ctx, name, data, idx, cached, cfg):
