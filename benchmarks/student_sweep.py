@@ -43,7 +43,8 @@ user-text noise (``user_noise``: an @mention in front, a link or a hashtag behin
 SST-2's phrases never do), per side: of the noisy sentences the teacher calls positive, the share the student
 calls positive too ("positives kept"), the same for negatives, and their mean ("balanced"), in PyTorch and, with
 speed, as served. A student that drifts from its teacher on text unlike the training phrases shows it there,
-without a look at any out-of-domain data set.
+without a look at any out-of-domain data set (it ranks the full family's rows as the tweets do, but does not predict
+one demo student's tweet gap: BENCHMARKS.md, "user-text noise").
 """
 from __future__ import annotations
 
