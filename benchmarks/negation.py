@@ -15,8 +15,9 @@ import json
 import re
 from pathlib import Path
 
+from compression.artifacts import read_recipe_dict
+from compression.config import DatasetConfig, from_mapping
 from compression.data import load_splits
-from compression.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 NEGATION = re.compile(r"\b(not|n't|no|never|nothing|none|nobody|neither|nor|hardly|barely|without)\b")
@@ -36,8 +37,9 @@ def main() -> int:
     ap.add_argument("variants", nargs="*", help="default: every built variant")
     ap.add_argument("--json")
     args = ap.parse_args()
-    recipe = load_recipe(args.variants_dir / "recipe.yaml")
-    evaluation = load_splits(recipe.dataset, REPO)["eval"]  # recipe paths: as given, else from the repo root
+    # the saved recipe's data section alone, as benchmarks/noise.py reads it: a folder built by another version opens too
+    dataset = from_mapping(DatasetConfig, (read_recipe_dict(args.variants_dir) or {}).get("dataset"), "dataset")
+    evaluation = load_splits(dataset, REPO)["eval"]  # recipe paths: as given, else from the repo root
     negated = [bool(NEGATION.search(t.lower())) for t in evaluation.texts]
     names = args.variants or sorted(p.parent.name for p in args.variants_dir.glob("*/predictions.json") if p.parent.name != "teacher")
     read = lambda n: json.loads((args.variants_dir / n / "predictions.json").read_text())["eval"]

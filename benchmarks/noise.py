@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from student_sweep import kept, user_noise  # noqa: E402
 from teacher_sweep import dev_split  # noqa: E402
 
-import yaml  # noqa: E402
-
+from compression.artifacts import read_recipe_dict  # noqa: E402
 from compression.config import DatasetConfig, from_mapping  # noqa: E402
 from compression.data import load_splits  # noqa: E402
 from compression.loader import load_runner  # noqa: E402
@@ -37,9 +36,10 @@ from compression.machine import cpu_flags, cpu_name  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def answers(folder: Path, texts: list[str]) -> torch.Tensor:
-    """The folder's argmax on each text, one sentence at a time (what the app serves)."""
-    return torch.from_numpy(load_runner(folder).served_logits(texts).argmax(-1))
+def answers(folder: Path, texts: dict[str, list[str]]) -> dict[str, torch.Tensor]:
+    """The folder's argmax on each text of each set, one sentence at a time (what the app serves); opened once."""
+    runner = load_runner(folder)
+    return {k: torch.from_numpy(runner.served_logits(t).argmax(-1)) for k, t in texts.items()}
 
 
 def main() -> int:
@@ -50,21 +50,21 @@ def main() -> int:
     args = ap.parse_args()
     # the saved recipe's data section alone (a folder built by another version opens too), all of the training split
     # as the sweeps read it
-    saved = yaml.safe_load((args.variants_dir / "recipe.yaml").read_text())["dataset"]
+    saved = (read_recipe_dict(args.variants_dir) or {}).get("dataset")
     every = dataclasses.replace(from_mapping(DatasetConfig, saved, "dataset"), train_samples=None)
     _, dev = dev_split(load_splits(every, REPO)["train"])
     texts = {"plain": dev.texts, "noisy": user_noise(dev.texts)}
     ref = "fp32" if (args.variants_dir / "fp32" / "metrics.json").is_file() else "teacher"
     names = args.variants or sorted(p.parent.name for p in args.variants_dir.glob("*/metrics.json")
                                     if p.parent.name not in ("teacher", "fp32"))
-    teacher = {k: answers(args.variants_dir / ref, t) for k, t in texts.items()}
+    teacher = answers(args.variants_dir / ref, texts)
     print(f"{cpu_name()}; reference: {ref}, positive on {float(teacher['plain'].float().mean()):.3f} of {len(dev)} plain "
           f"training sentences, {float(teacher['noisy'].float().mean()):.3f} of them noisy")
     print("| variant | plain: positives / negatives kept, balanced | noisy: positives / negatives kept, balanced | Δ balanced, pt |")
     print("|---|---|---|---|")
     rows = []
     for name in names:
-        row = {"variant": name, **{k: kept(answers(args.variants_dir / name, t), teacher[k]) for k, t in texts.items()}}
+        row = {"variant": name, **{k: kept(pred, teacher[k]) for k, pred in answers(args.variants_dir / name, texts).items()}}
         rows.append(row)
         cell = lambda k: f"{row[k]['positives_kept']:.3f} / {row[k]['negatives_kept']:.3f}, {row[k]['balanced']:.3f}"
         print(f"| {name} | {cell('plain')} | {cell('noisy')} | {(row['noisy']['balanced'] - row['plain']['balanced']) * 100:+.1f} |",

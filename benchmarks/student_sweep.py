@@ -251,21 +251,19 @@ def kd_run(teacher, tok, pool, data, kd_logits, s: dict, cfg, variant_logits: di
     return trained
 
 
-def measure(trained, teacher, tok, dev, teacher_pred, teacher_acc, s: dict, work: Path, noisy=None) -> dict:
-    """Dev accuracy and agreement with the teacher in PyTorch, and with ``speed`` the fused int8 graph's
-    speed against the teacher's plain int8 graph and its accuracy as served; with ``noisy`` ((noisy dev
-    texts, the teacher's predictions on them)) the sides kept on them (``kept``), PyTorch and as served."""
+def measure(trained, teacher, tok, dev, teacher_pred, teacher_acc, s: dict, work: Path, noisy) -> dict:
+    """Dev accuracy and agreement with the teacher in PyTorch, the sides kept on the ``noisy`` slice ((noisy dev
+    texts, the teacher's predictions on them); ``kept``), and with ``speed`` the fused int8 graph's speed
+    against the teacher's plain int8 graph, its accuracy and its sides kept on the noisy slice as served."""
+    texts, noisy_teacher = noisy
     out = {"dev_accuracy": accuracy(trained, tok, dev), "teacher_dev_accuracy": teacher_acc,
-           "dev_agreement": float((predictions(trained, tok, dev) == teacher_pred).float().mean())}
-    if noisy is not None:
-        texts, noisy_teacher = noisy
-        out["noisy"] = kept(predictions(trained, tok, type(dev)(texts, dev.labels)), noisy_teacher)
+           "dev_agreement": float((predictions(trained, tok, dev) == teacher_pred).float().mean()),
+           "noisy": kept(predictions(trained, tok, type(dev)(texts, dev.labels)), noisy_teacher)}
     if s["speed"]:
         out["teacher_int8_ms"], _, _ = int8_ms(teacher, tok, dev.texts[:50], work, "teacher-int8", fused=False)
         out["student_fused_int8_ms"], out["student_fused_int8_dev_accuracy"], served = int8_ms(
-            trained, tok, dev.texts[:50], work, "student-int8", fused=True, dev=dev, noisy=None if noisy is None else noisy[0])
-        if served is not None:
-            out["noisy_served"] = kept(served, noisy[1])
+            trained, tok, dev.texts[:50], work, "student-int8", fused=True, dev=dev, noisy=texts)
+        out["noisy_served"] = kept(served, noisy_teacher)
     return out
 
 

@@ -21,6 +21,19 @@ from compression.hubserver import free_port  # stdlib only: nothing imports hugg
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def benchmark_module(name: str):
+    """A script of ``benchmarks/`` imported as a module (the folder on sys.path, as the scripts import each other)."""
+    import importlib.util
+    import sys
+
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def finished_stamps(folder) -> dict:
     """When each finished row of a build folder was built: its compression_config.json's mtime (written
     once when the folder is finished; metrics.json is rewritten by every build's final timing pass)."""

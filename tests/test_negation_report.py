@@ -1,18 +1,9 @@
 """benchmarks/negation.py: which sentences count as negated, and the two accuracies it reports."""
-import importlib.util
-
-from conftest import REPO
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("negation", REPO / "benchmarks" / "negation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import benchmark_module
 
 
 def test_negation_words_and_split_accuracy():
-    neg = _module()
+    neg = benchmark_module("negation")
     texts = ["not bad at all", "it is n't funny", "a knotty , notable film", "nothing works", "great fun", "no"]
     flags = [bool(neg.NEGATION.search(t)) for t in texts]
     assert flags == [True, True, False, True, False, True]  # whole words only: "knotty", "notable" are not negations

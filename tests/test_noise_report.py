@@ -1,24 +1,15 @@
 """benchmarks/noise.py: each variant's agreement with the teacher's export on plain and user-noised training sentences."""
-import importlib.util
 import json
 import shutil
 import sys
 
 import yaml
 
-from conftest import REPO
-
-
-def _module():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("noise", REPO / "benchmarks" / "noise.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import benchmark_module
 
 
 def test_noise_report_agrees_with_itself_and_opens_folders_of_other_versions(built, tmp_path, monkeypatch):
-    noise = _module()
+    noise = benchmark_module("noise")
     sweep = sys.modules["teacher_sweep"]
     monkeypatch.setattr(sweep, "DEV_SIZE", 20)
     monkeypatch.setattr(sweep, "MIN_DEV_WORDS", 5)  # the tiny data's sentences are five words long

@@ -1,16 +1,12 @@
 """The demo teacher is chosen on held-out training sentences: the dev slice must not leak into the pool."""
-import importlib.util
 import random
 
 from compression.data import TextData
-from conftest import REPO
+from conftest import benchmark_module
 
 
 def _sweep():
-    spec = importlib.util.spec_from_file_location("teacher_sweep", REPO / "benchmarks" / "teacher_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("teacher_sweep")
 
 
 def test_dev_slice_is_whole_sentences_whose_phrases_are_not_trained_on(monkeypatch):
@@ -36,14 +32,9 @@ def test_dev_slice_is_whole_sentences_whose_phrases_are_not_trained_on(monkeypat
 def test_user_noise_keeps_the_sentence_and_adds_only_sentiment_free_tokens():
     """The student sweep's noisy dev slice: each sentence intact, an @mention / link / hashtag around it,
     the same on every call; and the sides-kept measure counts each side of the teacher's answer apart."""
-    import sys
-
     import torch
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("student_sweep", REPO / "benchmarks" / "student_sweep.py")
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    sweep = benchmark_module("student_sweep")
     texts = [f"sentence number {i} was fine " for i in range(200)]
     noisy = sweep.user_noise(texts)
     assert noisy == sweep.user_noise(texts) != texts
