@@ -11,6 +11,7 @@ build, so the table reports what the report's accuracy column measured. Reportin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -31,15 +32,21 @@ def split_accuracy(pred: list[int], labels: list[int], negated: list[bool]) -> t
     return acc(True), acc(False)
 
 
+def saved_splits(folder: Path) -> dict:
+    """The splits a build folder was measured on, from its saved recipe's data section alone (so a folder built by
+    another version, whose steps carry options this one does not know, opens too), with all of the training split;
+    recipe paths as given, else from the repo root."""
+    dataset = from_mapping(DatasetConfig, (read_recipe_dict(folder) or {}).get("dataset"), "dataset")
+    return load_splits(dataclasses.replace(dataset, train_samples=None), REPO)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("variants_dir", type=Path)
     ap.add_argument("variants", nargs="*", help="default: every built variant")
     ap.add_argument("--json")
     args = ap.parse_args()
-    # the saved recipe's data section alone, as benchmarks/noise.py reads it: a folder built by another version opens too
-    dataset = from_mapping(DatasetConfig, (read_recipe_dict(args.variants_dir) or {}).get("dataset"), "dataset")
-    evaluation = load_splits(dataset, REPO)["eval"]  # recipe paths: as given, else from the repo root
+    evaluation = saved_splits(args.variants_dir)["eval"]
     negated = [bool(NEGATION.search(t.lower())) for t in evaluation.texts]
     names = args.variants or sorted(p.parent.name for p in args.variants_dir.glob("*/predictions.json") if p.parent.name != "teacher")
     read = lambda n: json.loads((args.variants_dir / n / "predictions.json").read_text())["eval"]

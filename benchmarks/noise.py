@@ -16,7 +16,6 @@ the teacher, not accuracy.)
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -24,16 +23,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from negation import saved_splits  # noqa: E402
 from student_sweep import kept, user_noise  # noqa: E402
 from teacher_sweep import dev_split  # noqa: E402
 
-from compression.artifacts import read_recipe_dict  # noqa: E402
-from compression.config import DatasetConfig, from_mapping  # noqa: E402
-from compression.data import load_splits  # noqa: E402
 from compression.loader import load_runner  # noqa: E402
 from compression.machine import cpu_flags, cpu_name  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def answers(folder: Path, texts: dict[str, list[str]]) -> dict[str, torch.Tensor]:
@@ -48,11 +43,7 @@ def main() -> int:
     ap.add_argument("variants", nargs="*", help="default: every built variant but the teacher and its fp32 export")
     ap.add_argument("--json")
     args = ap.parse_args()
-    # the saved recipe's data section alone (a folder built by another version opens too), all of the training split
-    # as the sweeps read it
-    saved = (read_recipe_dict(args.variants_dir) or {}).get("dataset")
-    every = dataclasses.replace(from_mapping(DatasetConfig, saved, "dataset"), train_samples=None)
-    _, dev = dev_split(load_splits(every, REPO)["train"])
+    _, dev = dev_split(saved_splits(args.variants_dir)["train"])  # all of the training split, as the sweeps read it
     texts = {"plain": dev.texts, "noisy": user_noise(dev.texts)}
     ref = "fp32" if (args.variants_dir / "fp32" / "metrics.json").is_file() else "teacher"
     names = args.variants or sorted(p.parent.name for p in args.variants_dir.glob("*/metrics.json")
