@@ -15,7 +15,8 @@ JSON with wall time and the CPU named.
 Settings are comma-separated key=value: samples (training phrases), epochs, lr, batch,
 freeze_layers, warmup, precision (auto/fp32/bf16), dropout (-1 = the model's own), seed, minw (train only on
 pool phrases of at least this many words; ``samples`` of them, or all when fewer: "fewer, longer sentences"),
-head_lr (the classifier head's and pooler's learning rate; 0 = the body's ``lr``).
+head_lr (the classifier head's and pooler's learning rate; 0 = the body's ``lr``), lld (layer-wise
+learning-rate decay: each block below the top learns at this factor of the one above; 1 = off).
 """
 from __future__ import annotations
 
@@ -57,13 +58,13 @@ def dev_split(train: TextData, seed: int = 0) -> tuple[TextData, TextData]:
 
 def parse(spec: str) -> dict:
     out = {"samples": 32000, "epochs": 1.0, "lr": 1e-4, "batch": 32, "freeze_layers": 0, "warmup": 0.06,
-           "precision": "fp32", "dropout": -1.0, "seed": 42, "minw": 0, "head_lr": 0.0}
+           "precision": "fp32", "dropout": -1.0, "seed": 42, "minw": 0, "head_lr": 0.0, "lld": 1.0}
     for part in filter(None, spec.split(",")):
         key, value = part.split("=")
         if key not in out:
             raise SystemExit(f"unknown setting {key!r}; known: {sorted(out)}")
         kind = type(out[key])
-        out[key] = value if kind is str else float(value) if key in ("lr", "dropout", "head_lr") else kind(float(value))
+        out[key] = value if kind is str else float(value) if key in ("lr", "dropout", "head_lr", "lld") else kind(float(value))
     return out
 
 
@@ -98,7 +99,7 @@ def main() -> int:
         tcfg = TeacherConfig(epochs=s["epochs"], batch_size=s["batch"], learning_rate=s["lr"], warmup_ratio=s["warmup"],
                              freeze_embeddings=True, freeze_layers=s["freeze_layers"], precision=s["precision"],
                              dropout=None if s["dropout"] < 0 else s["dropout"], seed=s["seed"],
-                             head_learning_rate=s["head_lr"] or None)
+                             head_learning_rate=s["head_lr"] or None, layer_lr_decay=s["lld"])
         source = pool
         if s["minw"]:
             long = long_phrases(pool.texts, s["minw"])  # the filter KD's min_words uses

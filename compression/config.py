@@ -104,7 +104,10 @@ class TeacherConfig:
     AVX512-BF16 or AMX, or the GPU supports it; else fp32), dropout (rate of every dropout
     layer while training; None keeps the base model's 0.1: dropout masks are a tenth of a
     CPU step), head_learning_rate (the randomly initialised classifier head and the pooler
-    it reads learn at this rate instead of ``learning_rate``; null = one rate for all).
+    it reads learn at this rate instead of ``learning_rate``; null = one rate for all),
+    layer_lr_decay (layer-wise learning-rate decay: the top transformer block learns at
+    ``learning_rate``, each block below at this factor of the one above, the embeddings one
+    factor under the lowest block; 1.0 = one rate for the whole encoder).
     """
 
     epochs: float = 3.0
@@ -120,9 +123,12 @@ class TeacherConfig:
     precision: str = "auto"
     dropout: float | None = None
     head_learning_rate: float | None = None
+    layer_lr_decay: float = 1.0
 
     def __post_init__(self):
         check_precision(self.precision, self.dropout)
+        if not 0 < float(self.layer_lr_decay) <= 1:
+            raise ValueError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
         if self.head_learning_rate is not None and not 0 < float(self.head_learning_rate) < 1:
             raise ValueError(f"head_learning_rate must be in (0, 1) or null, got {self.head_learning_rate}")
         if self.freeze_layers < 0:
@@ -191,7 +197,7 @@ DISPLAY_ONLY = ("name", "hub_id", "hub_config", "task", "tags")  # DatasetConfig
 # existed: at that value the field is left out of the fingerprint, so adding it rebuilds nothing.
 LATER_FIELDS = {"ffn_ranking": "layer", "normalize_heads": False, "ema": 0.0, "freeze_layers": 0, "min_words": 0, "augment": 0, "augment_words": 0.3, "augment_neighbours": 10, "kd_loss": "kl", "label_steps": 0,
                 "label_learning_rate": 2e-5}
-TEACHER_LATER_FIELDS = {"head_learning_rate": None}  # the same for the teacher's fields
+TEACHER_LATER_FIELDS = {"head_learning_rate": None, "layer_lr_decay": 1.0}  # the same for the teacher's fields
 
 
 @dataclass(frozen=True)

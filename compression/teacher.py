@@ -7,6 +7,7 @@ code change.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -26,19 +27,31 @@ def head_parameter_names(model) -> set[str]:
     return {n for n, _ in model.named_parameters() if not n.startswith(body) or ".pooler." in n}
 
 
-def _optimizer_with_head_rate(trainer, head_lr: float):
-    """Trainer's own optimizer (its class, fused kernel, betas, eps and decay exclusions) with the head in
-    groups at ``head_lr``; Trainer builds its warm-up/decay schedule over every group from its own peak rate."""
+def layer_rate_factor(name: str, num_layers: int, decay: float) -> float:
+    """An encoder parameter's share of the peak rate under layer-wise decay: 1 for the top block,
+    ``decay`` per block below it, one more factor for the embeddings (everything else, the head: 1)."""
+    m = re.search(r"\.encoder\.layer\.(\d+)\.", name)
+    if m:
+        return decay ** (num_layers - 1 - int(m.group(1)))
+    return decay ** num_layers if ".embeddings." in name else 1.0
+
+
+def _optimizer_with_rates(trainer, head_lr: float | None, layer_decay: float):
+    """Trainer's own optimizer (its class, fused kernel, betas, eps and decay exclusions) with each parameter
+    group at its own peak rate: the head at ``head_lr`` (None: the body's), the encoder's blocks and
+    embeddings under ``layer_decay``; Trainer builds its warm-up/decay schedule over every group from its
+    own peak rate."""
     args, model = trainer.args, trainer.model
     decay, head = set(trainer.get_decay_parameter_names(model)), head_parameter_names(model)
+    layers = model.config.num_hidden_layers
     groups = {}
     for n, p in model.named_parameters():
         if p.requires_grad:
-            groups.setdefault((n in head, n in decay), []).append(p)
+            lr = head_lr if n in head and head_lr is not None else args.learning_rate * layer_rate_factor(n, layers, layer_decay)
+            groups.setdefault((lr, n in decay), []).append(p)
     cls, kwargs = trainer.get_optimizer_cls_and_kwargs(args, model)
-    return cls([{"params": ps, "lr": head_lr if is_head else args.learning_rate,
-                 "weight_decay": args.weight_decay if decays else 0.0} for (is_head, decays), ps in groups.items()],
-               **kwargs)
+    return cls([{"params": ps, "lr": lr, "weight_decay": args.weight_decay if decays else 0.0}
+                for (lr, decays), ps in groups.items()], **kwargs)
 
 
 class _Encoded(torch.utils.data.Dataset):
@@ -100,8 +113,9 @@ def train_teacher(base_model: str, train: TextData, dcfg: DatasetConfig, tcfg: T
         data_collator=DataCollatorWithPadding(tokenizer),
         callbacks=callbacks,
     )
-    if tcfg.head_learning_rate is not None:
-        trainer.optimizer = _optimizer_with_head_rate(trainer, float(tcfg.head_learning_rate))
+    if tcfg.head_learning_rate is not None or tcfg.layer_lr_decay != 1.0:
+        head_lr = None if tcfg.head_learning_rate is None else float(tcfg.head_learning_rate)
+        trainer.optimizer = _optimizer_with_rates(trainer, head_lr, float(tcfg.layer_lr_decay))
     log.info("fine-tuning the teacher on %d examples (%s epochs, %s)", len(train), tcfg.epochs, precision)
     trainer.train()
     from accelerate.utils import extract_model_from_parallel

@@ -38,7 +38,7 @@ def test_fingerprint_tracks_steps_and_teacher(tiny_model, tiny_data):
 ])
 def test_a_later_field_at_its_old_behaviour_keeps_the_fingerprint(tiny_model, tiny_data, step, fields):
     """The fields of LATER_FIELDS (KD: min_words, the augment fields, kd_loss, freeze_layers, ema; structured pruning:
-    normalize_heads, ffn_ranking; the teacher's head_learning_rate) came after folders were built: at their old behaviour a row keeps the fingerprint
+    normalize_heads, ffn_ranking; the teacher's head_learning_rate, layer_lr_decay) came after folders were built: at their old behaviour a row keeps the fingerprint
     it had before they existed (no rebuild); any other value is a different model."""
     import dataclasses
     import hashlib
@@ -50,7 +50,7 @@ def test_a_later_field_at_its_old_behaviour_keeps_the_fingerprint(tiny_model, ti
     before = {  # the payload as fingerprint() wrote it before those fields existed
         "base_model": a.base_model,
         "dataset": {k: v for k, v in plain(dataclasses.asdict(a.dataset)).items() if k not in ("name", "hub_id", "hub_config", "task", "tags")},
-        "teacher": {k: v for k, v in plain(dataclasses.asdict(a.teacher)).items() if k != "head_learning_rate"},
+        "teacher": {k: v for k, v in plain(dataclasses.asdict(a.teacher)).items() if k not in ("head_learning_rate", "layer_lr_decay")},
         "steps": [{n: {k: v for k, v in c.items() if k not in LATER_FIELDS and k not in dict(fields)} for n, c in s.to_obj().items()}
                   for s in spec.steps],
     }
@@ -59,10 +59,11 @@ def test_a_later_field_at_its_old_behaviour_keeps_the_fingerprint(tiny_model, ti
     for field, value in fields:
         b = Recipe.from_dict(tiny_recipe_dict(tiny_model, tiny_data, student=[{name: {**cfg, field: value}}]))
         assert b.variant("student").fingerprint(b) != spec.fingerprint(a), field
-    d = tiny_recipe_dict(tiny_model, tiny_data, student=[step])
-    d.setdefault("teacher", {})["head_learning_rate"] = 1e-3  # the teacher's later field: null keeps the fingerprint
-    b = Recipe.from_dict(d)
-    assert b.variant("student").fingerprint(b) != spec.fingerprint(a)
+    for field, value in (("head_learning_rate", 1e-3), ("layer_lr_decay", 0.8)):  # the teacher's later fields
+        d = tiny_recipe_dict(tiny_model, tiny_data, student=[step])
+        d.setdefault("teacher", {})[field] = value
+        b = Recipe.from_dict(d)
+        assert b.variant("student").fingerprint(b) != spec.fingerprint(a), field
 
 
 @pytest.mark.parametrize(

@@ -55,3 +55,25 @@ def test_head_learning_rate_moves_the_new_head_not_the_encoder(tiny_model, tmp_p
     assert body and max(two_rates[n] for n in body) < 1e-5
     with pytest.raises(ValueError, match="head_learning_rate must be in"):
         TeacherConfig(head_learning_rate=2.0)
+
+
+def test_layer_lr_decay_slows_the_lower_blocks(tiny_model, tmp_path):
+    """layer_lr_decay: the top block learns at learning_rate, each block below at decay x the one above."""
+    from compression.teacher import layer_rate_factor
+
+    assert layer_rate_factor("bert.encoder.layer.5.attention.self.query.weight", 6, 0.5) == 1.0
+    assert layer_rate_factor("bert.encoder.layer.0.output.dense.bias", 6, 0.5) == 0.5 ** 5
+    assert layer_rate_factor("bert.embeddings.LayerNorm.weight", 6, 0.5) == 0.5 ** 6
+    assert layer_rate_factor("classifier.weight", 6, 0.5) == 1.0
+    before, _ = load_classifier(str(tiny_model))
+    old = {n: p.detach().clone() for n, p in before.named_parameters()}
+    base = dict(max_steps=4, epochs=1, batch_size=16, learning_rate=1e-2, warmup_ratio=0.0, weight_decay=0.0)
+    model, _ = train_teacher(str(tiny_model), _data(), DatasetConfig(label_names=("negative", "positive")),
+                             TeacherConfig(**base, layer_lr_decay=1e-4), tmp_path)
+    moved = {n: float((p.detach() - old[n]).abs().max()) for n, p in model.named_parameters()}
+    top = [moved[n] for n in moved if n.startswith("bert.encoder.layer.1.") and n.endswith("weight")]
+    low = [moved[n] for n in moved if n.startswith("bert.encoder.layer.0.") and n.endswith("weight")]
+    assert min(top) > 1e-3 and max(low) < 1e-4  # Adam moves a weight by about its rate per step: 1e-2 vs 1e-6
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="layer_lr_decay must be in"):
+            TeacherConfig(layer_lr_decay=bad)
