@@ -16,7 +16,8 @@ Settings are comma-separated key=value: samples (training phrases), epochs, lr, 
 freeze_layers, warmup, precision (auto/fp32/bf16), dropout (-1 = the model's own), seed, minw (train only on
 pool phrases of at least this many words; ``samples`` of them, or all when fewer: "fewer, longer sentences"),
 head_lr (the classifier head's and pooler's learning rate; 0 = the body's ``lr``), lld (layer-wise
-learning-rate decay: each block below the top learns at this factor of the one above; 1 = off).
+learning-rate decay: each block below the top learns at this factor of the one above; 1 = off), freeze_emb
+(1: the word-embedding table fixed, as every recipe trains; 0: trained too).
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def dev_split(train: TextData, seed: int = 0) -> tuple[TextData, TextData]:
 
 def parse(spec: str) -> dict:
     out = {"samples": 32000, "epochs": 1.0, "lr": 1e-4, "batch": 32, "freeze_layers": 0, "warmup": 0.06,
-           "precision": "fp32", "dropout": -1.0, "seed": 42, "minw": 0, "head_lr": 0.0, "lld": 1.0}
+           "precision": "fp32", "dropout": -1.0, "seed": 42, "minw": 0, "head_lr": 0.0, "lld": 1.0, "freeze_emb": 1}
     for part in filter(None, spec.split(",")):
         key, value = part.split("=")
         if key not in out:
@@ -97,7 +98,7 @@ def main() -> int:
         s = parse(spec)
         dcfg = DatasetConfig(path=args.data, label_names=("negative", "positive"))
         tcfg = TeacherConfig(epochs=s["epochs"], batch_size=s["batch"], learning_rate=s["lr"], warmup_ratio=s["warmup"],
-                             freeze_embeddings=True, freeze_layers=s["freeze_layers"], precision=s["precision"],
+                             freeze_embeddings=bool(s["freeze_emb"]), freeze_layers=s["freeze_layers"], precision=s["precision"],
                              dropout=None if s["dropout"] < 0 else s["dropout"], seed=s["seed"],
                              head_learning_rate=s["head_lr"] or None, layer_lr_decay=s["lld"])
         source = pool

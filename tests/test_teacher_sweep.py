@@ -1,6 +1,8 @@
 """The demo teacher is chosen on held-out training sentences: the dev slice must not leak into the pool."""
 import random
 
+import pytest
+
 from compression.data import TextData
 from conftest import benchmark_module
 
@@ -48,3 +50,12 @@ def test_user_noise_keeps_the_sentence_and_adds_only_sentiment_free_tokens():
     assert k == {"positives_kept": 0.5, "negatives_kept": 0.5, "balanced": 0.5}
     k = sweep.kept(torch.tensor([1, 0, 0, 0]), torch.tensor([1, 1, 0, 0]))
     assert k["positives_kept"] == 0.5 and k["negatives_kept"] == 1.0 and k["balanced"] == 0.75
+
+
+def test_settings_parse_to_the_types_the_teacher_config_needs():
+    """Fractions stay fractions (lld 0.85 is not truncated to 0), switches are ints, unknown keys stop the sweep."""
+    s = _sweep().parse("samples=60000,epochs=3,lld=0.85,freeze_emb=0,lr=2e-4")
+    assert s["lld"] == 0.85 and s["freeze_emb"] == 0 and s["lr"] == 2e-4 and s["samples"] == 60000
+    assert _sweep().parse("")["freeze_emb"] == 1 and _sweep().parse("")["lld"] == 1.0  # the recipes' defaults
+    with pytest.raises(SystemExit, match="unknown setting 'decay'"):
+        _sweep().parse("decay=0.9")
