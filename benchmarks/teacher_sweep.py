@@ -17,7 +17,7 @@ freeze_layers, warmup, precision (auto/fp32/bf16), dropout (-1 = the model's own
 pool phrases of at least this many words; ``samples`` of them, or all when fewer: "fewer, longer sentences"),
 head_lr (the classifier head's and pooler's learning rate; 0 = the body's ``lr``), lld (layer-wise
 learning-rate decay: each block below the top learns at this factor of the one above; 1 = off), freeze_emb
-(1: the word-embedding table fixed, as every recipe trains; 0: trained too).
+(1: the word-embedding table fixed, as the demo recipe trains; 0: trained too, as recipes/sst2.yaml does).
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def parse(spec: str) -> dict:
         if key not in out:
             raise SystemExit(f"unknown setting {key!r}; known: {sorted(out)}")
         kind = type(out[key])
-        out[key] = value if kind is str else float(value) if key in ("lr", "dropout", "head_lr", "lld") else kind(float(value))
+        out[key] = value if kind is str else kind(float(value))  # each default's type: fractions stay float
     return out
 
 

@@ -56,6 +56,6 @@ def test_settings_parse_to_the_types_the_teacher_config_needs():
     """Fractions stay fractions (lld 0.85 is not truncated to 0), switches are ints, unknown keys stop the sweep."""
     s = _sweep().parse("samples=60000,epochs=3,lld=0.85,freeze_emb=0,lr=2e-4")
     assert s["lld"] == 0.85 and s["freeze_emb"] == 0 and s["lr"] == 2e-4 and s["samples"] == 60000
-    assert _sweep().parse("")["freeze_emb"] == 1 and _sweep().parse("")["lld"] == 1.0  # the recipes' defaults
+    assert _sweep().parse("")["freeze_emb"] == 1 and _sweep().parse("")["lld"] == 1.0  # the defaults: the demo teacher's frozen table, no decay
     with pytest.raises(SystemExit, match="unknown setting 'decay'"):
         _sweep().parse("decay=0.9")
