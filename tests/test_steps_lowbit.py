@@ -7,7 +7,7 @@ import pytest
 from onnx import numpy_helper
 
 from compression.artifacts import open_onnx
-from compression.steps.lowbit import quantize_4bit, word_embedding_gather
+from compression.steps.lowbit import pack_gather_uint8, quantize_4bit, word_embedding_gather
 from conftest import synthetic
 
 TEXTS = [t for t, _ in synthetic(40, 17)]
@@ -24,6 +24,9 @@ def test_embeddings_4bit_after_int8_keeps_int8_matmuls_and_logits(built, tmp_pat
     assert ops.count("GatherBlockQuantized") == 1                       # only the word table
     assert ops.count("MatMulInteger") == _ops(parent.model_file).count("MatMulInteger") > 0  # MatMuls stay int8
     model = onnx.load(str(child.model_file))
+    node = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized")
+    table = next(t for t in model.graph.initializer if t.name == node.input[0])
+    assert table.data_type == onnx.TensorProto.UINT8 and {a.name: a.i for a in node.attribute}["bits"] == 4  # ORT's fast layout
     with pytest.raises(ValueError, match="already 4-bit"):
         word_embedding_gather(model)                                      # no float/int8 word Gather left
     a, b = parent.logits(TEXTS), child.logits(TEXTS)
@@ -56,6 +59,38 @@ def test_embedding_blocks_bound_the_error_of_every_row(built, tmp_path):
     err = np.abs(got - want).reshape(64, -1, 32)
     assert np.all(err <= step * (1 + 2e-3) + 1e-6)  # one step, plus float16's rounding of the scale and the product
     assert err.mean() < 0.5 * step.mean()  # rounding, not clipping, dominates
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_uint8_packed_table_reads_the_same_rows_as_ort_int4_layout(tmp_path, symmetric):
+    """ORT's quantizer writes the 4-bit table int4/uint4-typed; the step re-stores it as uint8 bytes
+    (bits=4), which ORT reads several times faster. Every row must come back identical: a swapped
+    nibble order, a missing +8 for symmetric int4, or zero points packed wrongly would change them.
+    96 values a row in blocks of 32 gives an odd count of zero points per row (padded)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    table = np.random.default_rng(0).standard_normal((40, 96)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Gather", ["W", "input_ids"], ["y"], name="g")], "g",
+                              [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, None])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(table, "W")])
+    config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=symmetric, op_types_to_quantize=("Gather",),
+                                          quant_axes=(("Gather", 1),))
+    quantizer = MatMulNBitsQuantizer(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), algo_config=config)
+    quantizer.process()
+    int4 = quantizer.model.model
+    packed = onnx.ModelProto.FromString(int4.SerializeToString())
+    assert pack_gather_uint8(packed) == 1 and pack_gather_uint8(packed) == 0  # a second pass finds nothing to do
+    types = {t.name: t.data_type for t in packed.graph.initializer}
+    node = packed.graph.node[0]
+    assert types[node.input[0]] == TensorProto.UINT8 and ({a.name: a.i for a in node.attribute}["bits"] == 4)
+    assert (len(node.input) > 3) != symmetric and all(types[i] == TensorProto.UINT8 for i in node.input[3:])
+    ids = {"input_ids": np.arange(40, dtype=np.int64)[None]}
+    want = ort.InferenceSession(int4.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, ids)[0]
+    got = ort.InferenceSession(packed.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, ids)[0]
+    np.testing.assert_array_equal(got, want)
+    assert np.abs(got[0] - table).max() < np.abs(table).max() / 7  # and they are the table, within 4-bit steps
 
 
 def test_float16_scales_halve_the_scales_and_keep_the_logits(built, tmp_path):

@@ -2,7 +2,8 @@
 
 Where 4 bits pay on CPU: the word-embedding table. It is half of MiniLM (30,522 x 384)
 and a Gather does no arithmetic, so storing it as 4-bit blocks halves what int8 leaves
-(11.7 -> ~6 MB) at no speed cost, while the MatMuls stay int8 and fast
+(11.7 -> ~6 MB) at almost no speed cost (stored as uint8 bytes: ORT's int4-typed kernel costs
+about 3 us a token), while the MatMuls stay int8 and fast
 (``quantize_embeddings_4bit`` after ``quantize_dynamic``). ``quantize_weights_4bit``
 makes every MatMul weight-only 4-bit too: the smallest file, but MatMulNBits dequantizes
 per block at run time and is slower than int8 MatMulInteger on x86 (a size-first row
@@ -129,6 +130,41 @@ def half_gather_scales(model: onnx.ModelProto) -> int:
     return len(nodes)
 
 
+def _pack_nibbles(values: np.ndarray) -> np.ndarray:
+    """Unsigned 4-bit values (0..15) two to a byte along the last axis, the first in the low nibble
+    (ONNX's int4 order); an odd last axis is padded with a zero nibble."""
+    u = values.astype(np.uint8)
+    if u.shape[-1] % 2:
+        u = np.concatenate([u, np.zeros(u.shape[:-1] + (1,), np.uint8)], axis=-1)
+    return u[..., 0::2] | (u[..., 1::2] << 4)
+
+
+def pack_gather_uint8(model: onnx.ModelProto) -> int:
+    """Each GatherBlockQuantized's int4/uint4 table (and uint4 zero points) stored as uint8 bytes with
+    ``bits=4``: the same values (ORT reads uint8 4-bit data with a default zero point of 8, so a
+    symmetric int4 value v is stored as v + 8), read by ORT's uint8 kernel, which on x86 is several
+    times faster per token than its int4 one in ORT 1.32 (BENCHMARKS.md, "4-bit gather").
+    Returns how many Gathers were rewritten."""
+    inits = {t.name: t for t in model.graph.initializer}
+    done = 0
+    for node in model.graph.node:
+        if node.op_type != "GatherBlockQuantized" or inits[node.input[0]].data_type not in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+            continue
+        table = inits[node.input[0]]
+        values = numpy_helper.to_array(table).astype(np.int16)
+        if table.data_type == onnx.TensorProto.INT4:
+            if len(node.input) > 3 and node.input[3]:
+                continue  # int4 with zero points: not what ORT's quantizer writes; left as it is
+            values = values + 8
+        table.CopyFrom(numpy_helper.from_array(_pack_nibbles(values), table.name))
+        if len(node.input) > 3 and node.input[3]:
+            zeros = inits[node.input[3]]
+            zeros.CopyFrom(numpy_helper.from_array(_pack_nibbles(numpy_helper.to_array(zeros).astype(np.int16)), zeros.name))
+        node.attribute.append(onnx.helper.make_attribute("bits", 4))
+        done += 1
+    return done
+
+
 def drop_unused_initializers(model: onnx.ModelProto) -> None:
     used = {i for n in model.graph.node for i in n.input}
     live = [t for t in model.graph.initializer if t.name in used]
@@ -137,8 +173,9 @@ def drop_unused_initializers(model: onnx.ModelProto) -> None:
 
 
 def quantize_4bit(onnx_path: Path, block_size: int, symmetric: bool, matmuls: bool, embeddings: bool,
-                  accuracy_level: int = 4, scales: str = "float16") -> dict:
-    """Rewrite ``onnx_path`` in place; returns counts of the 4-bit nodes written."""
+                  accuracy_level: int = 4, scales: str = "float16", pack: bool = True) -> dict:
+    """Rewrite ``onnx_path`` in place; returns counts of the 4-bit nodes written. ``pack=False`` keeps
+    the embedding table as ORT's quantizer writes it (int4-typed), for side-by-side timing only."""
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     model = load_onnx(onnx_path)
@@ -160,6 +197,8 @@ def quantize_4bit(onnx_path: Path, block_size: int, symmetric: bool, matmuls: bo
     out = quantizer.model.model
     if embeddings and scales == "float16":
         half_gather_scales(out)
+    if embeddings and pack:
+        pack_gather_uint8(out)
     drop_unused_initializers(out)
     onnx.save(out, str(onnx_path))
     counts = {op: sum(n.op_type == op for n in out.graph.node) for op in ("MatMulNBits", "GatherBlockQuantized")}
