@@ -168,13 +168,30 @@ def file_sizes(path: Path) -> tuple[float, float]:
     return len(data) / 1e6, len(gzip.compress(data, compresslevel=6)) / 1e6
 
 
+def onnx_values(model) -> list[np.ndarray]:
+    """Every initializer as the values it holds. A 4-bit table stored two to a byte (GatherBlockQuantized
+    with ``bits=4`` on uint8) is unpacked to one value per entry, less its default zero point (8) when it
+    has no zero points of its own, so it counts as the int4 table it is."""
+    from onnx import numpy_helper
+
+    packed = {n.input[0]: len(n.input) > 3 and bool(n.input[3]) for n in model.graph.node
+              if n.op_type == "GatherBlockQuantized" and any(a.name == "bits" and a.i == 4 for a in n.attribute)}
+    out = []
+    for t in model.graph.initializer:
+        a = numpy_helper.to_array(t)
+        if t.name in packed and a.dtype == np.uint8:
+            a = np.stack([a & 0xF, a >> 4], axis=-1).reshape(*a.shape[:-1], -1).astype(np.int8)
+            a = a if packed[t.name] else a - 8
+        out.append(a)
+    return out
+
+
 def weight_stats(runner: Runner) -> tuple[int, float]:
     """(parameter count, fraction of exact zeros among matrix weights)."""
     if runner.kind == "onnx":
         import onnx
-        from onnx import numpy_helper
 
-        arrays = [numpy_helper.to_array(t) for t in onnx.load(str(runner.model_file)).graph.initializer]
+        arrays = onnx_values(onnx.load(str(runner.model_file)))
     else:
         arrays = []
         for v in runner.model.state_dict().values():

@@ -93,6 +93,21 @@ def test_uint8_packed_table_reads_the_same_rows_as_ort_int4_layout(tmp_path, sym
     assert np.abs(got[0] - table).max() < np.abs(table).max() / 7  # and they are the table, within 4-bit steps
 
 
+def test_packed_table_counts_as_the_int4_table_it_is(built, tmp_path):
+    """params and sparsity read the uint8-packed table as its int4 values, not as half as many bytes."""
+    from compression.metrics import weight_stats
+
+    _, out, _ = built
+    stats = {}
+    for pack in (True, False):
+        folder = tmp_path / f"pack-{pack}"
+        shutil.copytree(out / "int8-dynamic", folder)
+        quantize_4bit(folder / "model.onnx", 32, True, matmuls=False, embeddings=True, pack=pack)
+        stats[pack] = weight_stats(open_onnx(folder))
+    assert stats[True] == stats[False]
+    assert stats[True][0] > weight_stats(open_onnx(out / "int8-dynamic"))[0] * 0.95  # the table still counts whole
+
+
 def test_float16_scales_halve_the_scales_and_keep_the_logits(built, tmp_path):
     """The default stores the embedding blocks' scales as float16 with a Cast back to float32 after the
     Gather: the scales take half the bytes, and the graph computes what the float32-scales graph does,
