@@ -185,7 +185,15 @@ def share_link(text: str, variant: str | None, base: str = "") -> str:
 
 
 def _mark(name: str, highlight: str | None) -> str:
-    return f"▶ {name}" if name == highlight else name
+    shown = f"⭐ {name}" if name == FAMILY.recommended else name
+    return f"▶ {shown}" if name == highlight else shown
+
+
+def answer_order(rows: list[dict]) -> list[dict]:
+    """The reference's answer first, the recommended variant's next, then the rest as loaded: the two
+    answers a user compares are on top, not wherever the name sorts (in a 27-row family, row 24)."""
+    rank = {FAMILY.reference: 0, FAMILY.recommended: 1}
+    return sorted(rows, key=lambda r: rank.get(r["variant"], 2))
 
 
 def empty_table() -> pd.DataFrame:
@@ -196,6 +204,7 @@ def empty_table() -> pd.DataFrame:
 def classify(text: str, highlight: str | None = None, request: gr.Request = None):
     """Classify ``text`` with every variant: (table, notes, latency chart, size chart, link)."""
     rows, notes = serving.predict(FAMILY, text)
+    rows = answer_order(rows)
     highlight = highlight if highlight in FAMILY.variants else None
     df = pd.DataFrame(rows, columns=CLASSIFY_HEADERS)
     if any(r["agrees"] != "✓" for r in rows):

@@ -49,9 +49,20 @@ def client(app):
     return Client(app[1], verbose=False)
 
 
-def _rows(result):
+def _rows(result, marks: bool = False):
+    """The Classify table's rows; the recommended row's ⭐ taken off its name unless ``marks``."""
     table = result[0]
-    return [dict(zip(table["headers"], row)) for row in table["data"]]
+    rows = [dict(zip(table["headers"], row)) for row in table["data"]]
+    if not marks:
+        for r in rows:
+            r["variant"] = r["variant"].removeprefix("⭐ ")
+    return rows
+
+
+def _answer_order(module) -> list[str]:
+    """Reference first, the recommended variant next, then the rest in load order."""
+    best = module.FAMILY.recommended
+    return ["fp32", best] + [n for n in module.FAMILY.names if n not in ("fp32", best)]
 
 
 def test_every_variant_answers_and_broken_one_is_listed(app, client):
@@ -59,8 +70,13 @@ def test_every_variant_answers_and_broken_one_is_listed(app, client):
     assert "broken" in module.FAMILY.unavailable and "broken" not in module.FAMILY.variants
     assert module.FAMILY.references["torch-int8"] == "PyTorch reference, not served"  # a reference row, not an error
     assert "torch-int8" not in module.FAMILY.unavailable and "PyTorch reference, not served" in module.not_served_md()
-    rows = _rows(client.predict("the acting was superb and moving", None, api_name="/classify"))
-    assert [r["variant"] for r in rows] == module.FAMILY.names
+    result = client.predict("the acting was superb and moving", None, api_name="/classify")
+    shown = [r["variant"] for r in _rows(result, marks=True)]
+    best = module.FAMILY.recommended
+    assert best and best != "fp32" and shown[:2] == ["fp32", f"⭐ {best}"]  # the two answers a user compares, on top
+    assert sum("⭐" in v for v in shown) == 1
+    rows = _rows(result)
+    assert [r["variant"] for r in rows] == _answer_order(module) and sorted(_answer_order(module)) == sorted(module.FAMILY.names)
     assert {"fp32", "fp16", "int8-dynamic", "int8-static"} <= set(module.FAMILY.names)
     for r in rows:
         assert r["label"] in ("negative", "positive") and 0.5 <= r["confidence"] <= 1.0 and r["latency_ms"] > 0
@@ -176,8 +192,10 @@ def test_real_browser_types_and_sees_one_row_per_variant(app, tmp_path):
             timeout=30000,
         )
         names = [t.strip() for t in first_col.all_inner_texts()]
-        assert sorted(n.replace("▶ ", "") for n in names) == sorted(module.FAMILY.names)
-        assert "▶ int8-dynamic" in names  # preselected by the link
+        plain = [n.replace("▶ ", "").replace("⭐ ", "") for n in names]
+        assert plain == _answer_order(module)  # the reference and the recommended answers on top
+        assert "⭐" in names[1] and sum("⭐" in n for n in names) == 1
+        assert [n for n in names if n.startswith("▶ ")] == [names[plain.index("int8-dynamic")]]  # preselected by the link
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
         browser.close()
     assert (tmp_path / "app.png").stat().st_size > 20_000
@@ -246,7 +264,7 @@ def test_concurrent_requests_each_get_every_variant(app, client):
         results = list(pool.map(lambda i: clients[i % 4].predict(texts[i], None, api_name="/classify"), range(8)))
     for text, result in zip(texts, results):
         rows = _rows(result)
-        assert [r["variant"] for r in rows] == module.FAMILY.names, text
+        assert [r["variant"] for r in rows] == _answer_order(module), text
         fp32 = module.FAMILY.variants["fp32"].runner
         want = fp32.config["id2label"][str(int(fp32.forward(fp32.encode([text])).argmax()))]
         assert next(r for r in rows if r["variant"] == "fp32")["label"] == want   # no answer crossed to another request
