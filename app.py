@@ -272,10 +272,7 @@ def compare_table(highlight: str | None = None) -> pd.DataFrame:
             continue
         row = {c: (round(r[c], digits[c]) if c in digits and r.get(c) is not None else r.get(c)) for c in COMPARE_COLUMNS}
         name = r["variant"]
-        shown = f"⭐ {name}" if name == FAMILY.recommended else name
-        if r.get("significantly_worse"):
-            shown += " ↓"
-        row["variant"] = f"▶ {shown}" if name == highlight else shown
+        row["variant"] = _mark(name, highlight) + (" ↓" if r.get("significantly_worse") else "")
         row["delta_vs_teacher"] = delta_text(r)
         row["flips"] = "" if r.get("flips_lost") is None else f"{r['flips_lost']} / {r['flips_gained']}"
         row["pareto"], row["recommended"] = name in FAMILY.pareto, name == FAMILY.recommended

@@ -151,14 +151,15 @@ def pack_gather_uint8(model: onnx.ModelProto) -> int:
         if node.op_type != "GatherBlockQuantized" or inits[node.input[0]].data_type not in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
             continue
         table = inits[node.input[0]]
+        zeros_name = node.input[3] if len(node.input) > 3 else ""
         values = numpy_helper.to_array(table).astype(np.int16)
         if table.data_type == onnx.TensorProto.INT4:
-            if len(node.input) > 3 and node.input[3]:
+            if zeros_name:
                 continue  # int4 with zero points: not what ORT's quantizer writes; left as it is
             values = values + 8
         table.CopyFrom(numpy_helper.from_array(_pack_nibbles(values), table.name))
-        if len(node.input) > 3 and node.input[3]:
-            zeros = inits[node.input[3]]
+        if zeros_name:
+            zeros = inits[zeros_name]
             zeros.CopyFrom(numpy_helper.from_array(_pack_nibbles(numpy_helper.to_array(zeros).astype(np.int16)), zeros.name))
         node.attribute.append(onnx.helper.make_attribute("bits", 4))
         done += 1
