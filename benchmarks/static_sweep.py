@@ -10,7 +10,13 @@ come from the pool. For each setting: the quantized graph's dev accuracy beside 
 lowest SQNR (``quantize.op_errors``). Prints a table and writes JSON with the CPU named.
 
 Settings: method (minmax/percentiles/entropy), percentile, matmuls (weights/all), per_channel (0/1),
-samples (calibration sentences), sym_act (0/1), keep (ffnout: FFN output projections left in float).
+samples (calibration sentences), sym_act (0/1), keep (ffnout: FFN output projections left in float;
+else regular expressions joined by ``;``), smooth (SmoothQuant's alpha; 0 = off).
+
+Beside accuracy, two label-free columns say how far the int8 logits move from the float graph's:
+the spread (std) of the error in the logit margin (positive minus negative logit) over the dev slice,
+and its mean absolute value on the 100 sentences nearest the float graph's decision boundary, where
+an error flips an answer. A flip count on 1,000 sentences moves by chance; these move with the error.
 """
 from __future__ import annotations
 
@@ -45,10 +51,10 @@ def parse(spec: str) -> QuantizeStaticConfig:
             kw["calibration_samples"] = int(value)
         elif key in ("per_channel", "sym_act"):
             kw["per_channel" if key == "per_channel" else "symmetric_activations"] = value == "1"
-        elif key == "percentile":
+        elif key in ("percentile", "smooth"):
             kw[key] = float(value)
         elif key == "keep":  # ffnout: BERT's FFN output projections stay float (their outputs carry outliers)
-            kw["keep_float"] = (FFN_OUT,) if value == "ffnout" else tuple(value.split("+"))
+            kw["keep_float"] = (FFN_OUT,) if value == "ffnout" else tuple(filter(None, value.split(";")))
         else:
             kw[key] = value
     return QuantizeStaticConfig(**kw)
@@ -74,7 +80,10 @@ def main() -> int:
     config = _json.loads((Path(args.teacher) / "config.json").read_text())
     runner = lambda path: OnnxRunner(path, Path(args.teacher) / "tokenizer.json", config, 128, "[PAD]")  # noqa: E731
     ref = runner(fp32)
-    ref_pred = ref.served_logits(dev.texts).argmax(-1)
+    ref_logits = ref.served_logits(dev.texts)
+    ref_pred = ref_logits.argmax(-1)
+    ref_margin = ref_logits[:, -1] - ref_logits[:, 0]
+    near = np.argsort(np.abs(ref_margin))[:100]
     y = np.array(dev.labels)
     calib_texts = pool.subset(2048, 1).texts
     enc = tok(calib_texts, truncation=True, max_length=128)
@@ -94,14 +103,19 @@ def main() -> int:
             calib = {k: list(v) for k, v in enc.items() if k in ref.input_names}
         quantize_static(path, cfg, {k: v[: cfg.calibration_samples] for k, v in calib.items()})
         q = runner(path)
-        pred = q.served_logits(dev.texts).argmax(-1)
+        logits = q.served_logits(dev.texts)
+        pred = logits.argmax(-1)
+        err = logits[:, -1] - logits[:, 0] - ref_margin
         ms = statistics.median(time_forward(q, [q.encode([t]) for t in dev.texts[:50]], 200, 20))
         worst = op_errors(fp32, path, feeds, 3)
         row = {"setting": spec, "dev_accuracy": float(np.mean(pred == y)), "float_dev_accuracy": float(np.mean(ref_pred == y)),
-               "agreement": float(np.mean(pred == ref_pred)), "p50_ms": ms, "float_p50_ms": base_ms, "worst_ops": worst}
+               "agreement": float(np.mean(pred == ref_pred)), "margin_error_sd": float(err.std()),
+               "near_boundary_mae": float(np.abs(err[near]).mean()), "size_mb": path.stat().st_size / 1e6,
+               "p50_ms": ms, "float_p50_ms": base_ms, "worst_ops": worst}
         rows.append(row)
         print(f"{spec:60s} dev {row['dev_accuracy']:.4f} ({(row['dev_accuracy'] - row['float_dev_accuracy']) * 100:+.1f} pt) "
-              f"agree {row['agreement']:.4f} p50 {ms:.2f} ms worst {[(w['node'][-30:], w['sqnr_db']) for w in worst]}", flush=True)
+              f"agree {row['agreement']:.4f} margin err sd {row['margin_error_sd']:.3f} near {row['near_boundary_mae']:.3f} "
+              f"{row['size_mb']:.1f} MB p50 {ms:.2f} ms worst {[(w['node'][-30:], w['sqnr_db']) for w in worst]}", flush=True)
         Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "cpu_flags": cpu_flags(), "dev": len(dev), "rows": rows}, indent=1))
     return 0
 

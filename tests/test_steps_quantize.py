@@ -1,4 +1,5 @@
 """Int8 variants: quantized nodes present, >= 3x smaller, predictions kept."""
+import re
 import shutil
 
 import numpy as np
@@ -118,3 +119,105 @@ def test_the_default_preset_reads_this_machines_cpuinfo(monkeypatch, cpuinfo, pr
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     assert detect_preset() == preset
     assert machine.cpu_name() == "Fake CPU"
+
+
+def _calibration(folder, n=32):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    enc = tok(TEXTS[:n], truncation=True, max_length=32, padding="longest")
+    names = {i.name for i in onnx.load(str(folder / "model.onnx")).graph.input}
+    return {k: list(v) for k, v in enc.items() if k in names}
+
+
+def _with_outlier_channel(built, tmp_path, name="v", factor=30.0):
+    """The fixture's fp32 graph with channel 7 of the attention LayerNorms' scale and shift grown
+    ``factor`` times: the outlier channel a trained BERT's LayerNorm outputs carry (MiniLM: ~15x)."""
+    _, out, _ = built
+    folder = tmp_path / name
+    shutil.copytree(out / "fp32", folder)
+    model = onnx.load(str(folder / "model.onnx"))
+    grown = 0
+    for t in model.graph.initializer:
+        if "attention.output.LayerNorm" in t.name:
+            value = onnx.numpy_helper.to_array(t).copy()
+            value[7] *= factor
+            t.CopyFrom(onnx.numpy_helper.from_array(value, t.name))
+            grown += 1
+    assert grown >= 2, "fixture graph has no attention LayerNorm initializers to grow"
+    onnx.save(model, str(folder / "model.onnx"))
+    return folder
+
+
+def _margin(folder):
+    logits = open_onnx(folder, max_len=32).logits(TEXTS)
+    return logits[:, 1] - logits[:, 0]
+
+
+def _channel_ratio(path, feeds, matmul_suffix):
+    """max/median over channels of max|x| at the input of the first MatMul named ``*matmul_suffix``."""
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    x = next(n.input[0] for n in model.graph.node if n.op_type == "MatMul" and n.name.endswith(matmul_suffix))
+    model.graph.output.append(onnx.helper.make_empty_tensor_value_info(x))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    amax = np.max([np.abs(sess.run([x], f)[0]).reshape(-1, sess.run([x], f)[0].shape[-1]).max(0) for f in feeds], axis=0)
+    return amax.max() / np.median(amax)
+
+
+def test_smoothing_keeps_the_float_function_and_flattens_the_outlier(built, tmp_path):
+    from compression.steps.quantize import sentence_feeds, smooth_activations, weight_matmuls
+
+    folder = _with_outlier_channel(built, tmp_path)
+    path = folder / "model.onnx"
+    feeds = sentence_feeds(_calibration(folder))
+    assert all(f["input_ids"].shape[1] == f["attention_mask"].sum() for f in feeds), "padding left in a feed"
+    before_ratio = _channel_ratio(path, feeds, "intermediate/dense/MatMul")
+    before = _margin(folder)
+    graph = onnx.load(str(path))
+    inputs = {n.input[0] for n in graph.graph.node if n.name in set(weight_matmuls(path))}
+    inserted = smooth_activations(path, feeds, 0.5)
+    assert inserted == len(inputs)  # one Mul per distinct input: Q, K and V share theirs
+    assert sum(n.op_type == "Mul" and n.name.endswith("SmoothQuant/Mul") for n in onnx.load(str(path)).graph.node) == inserted
+    np.testing.assert_allclose(_margin(folder), before, atol=1e-4 * max(1.0, np.abs(before).max()))
+    after_ratio = _channel_ratio(path, feeds, "intermediate/dense/MatMul")
+    assert before_ratio > 8 and after_ratio < before_ratio / 2, (before_ratio, after_ratio)
+
+
+def test_smoothing_lowers_static_int8_error(built, tmp_path):
+    """Same graph, same calibration: SmoothQuant's static int8 margins sit closer to the float graph's."""
+    errors = {}
+    for alpha in (0.0, 0.5):
+        folder = _with_outlier_channel(built, tmp_path, f"a{alpha}")
+        ref = _margin(folder)
+        cfg = QuantizeStaticConfig(calibration_samples=32, matmuls="weights", per_channel=True, smooth=alpha)
+        quantize_static(folder / "model.onnx", cfg, _calibration(folder))
+        errors[alpha] = float(np.abs(_margin(folder) - ref).mean())
+        smoothed = any(n.name.endswith("SmoothQuant/Mul") for n in onnx.load(str(folder / "model.onnx")).graph.node)
+        assert smoothed == (alpha > 0)
+    assert errors[0.5] < 0.7 * errors[0.0], errors
+
+
+def test_keep_float_leaves_matching_matmuls_unquantized(built, tmp_path):
+    _, out, _ = built
+    folder = tmp_path / "keep"
+    shutil.copytree(out / "fp32", folder)
+    cfg = QuantizeStaticConfig(calibration_samples=16, matmuls="weights", keep_float=(r"layer\.\d+/output/dense",), smooth=0.5)
+    quantize_static(folder / "model.onnx", cfg, _calibration(folder, 16))
+    model = onnx.load(str(folder / "model.onnx"))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    fed = {n.name: getattr(producer.get(n.input[0]), "op_type", None) for n in model.graph.node if n.op_type == "MatMul"}
+    kept = [k for k in fed if re.search(r"layer\.\d+/output/dense", k)]
+    assert kept and all(fed[k] != "DequantizeLinear" for k in kept)
+    assert all(fed[k] == "DequantizeLinear" for k in fed if "intermediate/dense" in k)
+    # the kept MatMuls' input is not rescaled either (their weights keep their values): no SmoothQuant Mul feeds them
+    by_name = {n.name: n for n in model.graph.node}
+    assert all(not producer[by_name[k].input[0]].name.endswith("SmoothQuant/Mul") for k in kept)
+    assert any(n.name.endswith("SmoothQuant/Mul") for n in model.graph.node)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
+def test_smooth_outside_0_1_is_a_one_line_error(bad):
+    with pytest.raises(ValueError, match=r"smooth .*must be in \[0, 1\]"):
+        QuantizeStaticConfig(smooth=bad)
