@@ -196,7 +196,7 @@ def test_smoothing_lowers_static_int8_error(built, tmp_path):
         errors[alpha] = float(np.abs(_margin(folder) - ref).mean())
         smoothed = any(n.name.endswith("SmoothQuant/Mul") for n in onnx.load(str(folder / "model.onnx")).graph.node)
         assert smoothed == (alpha > 0)
-    assert errors[0.5] < 0.7 * errors[0.0], errors
+    assert errors[0.5] < 0.3 * errors[0.0], errors  # 0.02x here; a Mul by 1 (isolation, no rescale) gives 0.57x
 
 
 def test_keep_float_leaves_matching_matmuls_unquantized(built, tmp_path):
