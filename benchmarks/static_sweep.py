@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import sys
@@ -37,7 +38,9 @@ from compression.machine import cpu_flags, cpu_name  # noqa: E402
 from compression.modeling import load_classifier  # noqa: E402
 from compression.runtime import OnnxRunner, time_forward  # noqa: E402
 from compression.steps.export import export_onnx  # noqa: E402
-from compression.steps.quantize import QuantizeStaticConfig, op_errors, quantize_static  # noqa: E402
+from compression.steps.quantize import (  # noqa: E402
+    QuantizeStaticConfig, activation_absmax, op_errors, quantize_static, sentence_feeds, weight_matmuls,
+)
 
 
 FFN_OUT = r"layer\.\d+/output/dense"
@@ -60,9 +63,31 @@ def parse(spec: str) -> QuantizeStaticConfig:
     return QuantizeStaticConfig(**kw)
 
 
+def channel_table(fp32: Path, columns: dict) -> list[dict]:
+    """For each weight MatMul's input in the float graph: its largest per-channel |x| over 64
+    calibration sentences, the median channel's, and their ratio (what a per-tensor int8 scale
+    spends on one channel). MatMuls sharing an input (Q, K, V) share a row."""
+    import onnx
+
+    model = onnx.load(str(fp32), load_external_data=False)
+    names = set(weight_matmuls(fp32))
+    inputs = {}
+    for n in model.graph.node:
+        if n.name in names:
+            inputs.setdefault(n.input[0], []).append(n.name)
+    amax = activation_absmax(fp32, list(inputs), sentence_feeds(columns))
+    rows = [{"matmuls": inputs[x], "max": float(a.max()), "median": float(np.median(a)), "ratio": float(a.max() / np.median(a))}
+            for x, a in amax.items()]
+    print("| input of | max abs channel | median channel | ratio |\n|---|---|---|---|")
+    for r in rows:
+        label = ", ".join(re.sub(r"^/(bert/)?(encoder/)?|/MatMul$", "", m) for m in r["matmuls"])
+        print(f"| {label} | {r['max']:.2f} | {r['median']:.2f} | {r['ratio']:.1f} |")
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("settings", nargs="+")
+    ap.add_argument("settings", nargs="*", help="none: only the float graph's channel table")
     ap.add_argument("--data", default="../shared/data/sst2/train.tsv")
     ap.add_argument("--teacher", default="bench-out/student-sweep/teacher-32000")
     ap.add_argument("--work", default="bench-out/static-sweep")
@@ -92,6 +117,7 @@ def main() -> int:
     encoded = [ref.encode([t]) for t in dev.texts[:50]]
     base_ms = statistics.median(time_forward(ref, encoded, 200, 20))
     print(f"float graph: dev accuracy {np.mean(ref_pred == y):.4f}, p50 {base_ms:.2f} ms")
+    channels = channel_table(fp32, {k: v[:64] for k, v in columns.items()})
     rows = []
     for spec in args.settings:
         cfg = parse(spec)
@@ -116,7 +142,10 @@ def main() -> int:
         print(f"{spec:60s} dev {row['dev_accuracy']:.4f} ({(row['dev_accuracy'] - row['float_dev_accuracy']) * 100:+.1f} pt) "
               f"agree {row['agreement']:.4f} margin err sd {row['margin_error_sd']:.3f} near {row['near_boundary_mae']:.3f} "
               f"{row['size_mb']:.1f} MB p50 {ms:.2f} ms worst {[(w['node'][-30:], w['sqnr_db']) for w in worst]}", flush=True)
-        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "cpu_flags": cpu_flags(), "dev": len(dev), "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "cpu_flags": cpu_flags(), "dev": len(dev), "rows": rows,
+                                               "float_channels": channels}, indent=1))
+    if not rows:
+        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "cpu_flags": cpu_flags(), "float_channels": channels}, indent=1))
     return 0
 
 

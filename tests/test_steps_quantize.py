@@ -156,13 +156,10 @@ def _margin(folder):
 
 def _channel_ratio(path, feeds, matmul_suffix):
     """max/median over channels of max|x| at the input of the first MatMul named ``*matmul_suffix``."""
-    import onnxruntime as ort
+    from compression.steps.quantize import activation_absmax
 
-    model = onnx.load(str(path))
-    x = next(n.input[0] for n in model.graph.node if n.op_type == "MatMul" and n.name.endswith(matmul_suffix))
-    model.graph.output.append(onnx.helper.make_empty_tensor_value_info(x))
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    amax = np.max([np.abs(sess.run([x], f)[0]).reshape(-1, sess.run([x], f)[0].shape[-1]).max(0) for f in feeds], axis=0)
+    x = next(n.input[0] for n in onnx.load(str(path)).graph.node if n.op_type == "MatMul" and n.name.endswith(matmul_suffix))
+    amax = activation_absmax(path, [x], feeds)[x]
     return amax.max() / np.median(amax)
 
 

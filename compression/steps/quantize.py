@@ -94,9 +94,11 @@ class QuantizeStaticConfig:
             quantized weight MatMuls sharing an input gets that input divided per channel by
             s = max|x|^alpha / max|W row|^(1 - alpha) (a Mul) and the weights' rows multiplied by s: the
             same function in float, with the activation's outlier channels (a LayerNorm output's
-            reaches ~15x its median channel on MiniLM) moved into the per-channel weight scales.
-            0.5 is the paper's default; on two MiniLM teachers it cut the logit error of the adopted
-            setting by a quarter to a third, for ~4% more latency (BENCHMARKS.md).
+            reaches 15-18x its median channel on MiniLM) moved into the per-channel weight scales.
+            The Mul is read by the group only, so the residual Add keeps the float tensor (ORT's QDQ
+            pair is otherwise read by every consumer). 0.5 is the paper's default; on two MiniLM
+            teachers it cut the logit error of the adopted setting by a quarter to a third, same size
+            and latency (BENCHMARKS.md).
     """
 
     preset: str = "auto"
@@ -197,12 +199,30 @@ def sentence_feeds(columns: dict[str, list]) -> list[dict]:
     return feeds
 
 
+def activation_absmax(onnx_path: Path, tensors: list[str], feeds: list[dict]) -> dict[str, np.ndarray]:
+    """Per last-axis channel, the largest |value| each named tensor of the graph takes over ``feeds``."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    probe = onnx.load(str(onnx_path))
+    graph_outputs = [o.name for o in probe.graph.output]
+    for x in tensors:
+        if x not in graph_outputs:
+            probe.graph.output.append(helper.make_empty_tensor_value_info(x))
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    inputs = {i.name for i in sess.get_inputs()}
+    amax = {x: 0.0 for x in tensors}
+    for feed in feeds:
+        for x, value in zip(tensors, sess.run(tensors, {k: v for k, v in feed.items() if k in inputs})):
+            amax[x] = np.maximum(amax[x], np.abs(value.reshape(-1, value.shape[-1])).max(0))
+    return amax
+
+
 def smooth_activations(onnx_path: Path, feeds: list[dict], alpha: float, nodes: list[str] | None = None) -> int:
     """SmoothQuant (Xiao et al., 2023) in place on an ONNX graph: for each input shared by weight MatMuls
     (among ``nodes``; None: all), x_j -> x_j / s_j and W[j, :] -> s_j * W[j, :] with
     s_j = max|x_j|^alpha / max_k|W[j, k]|^(1 - alpha), max|x_j| over ``feeds``. The float graph computes
     the same logits; per-tensor int8 of x then loses less to outlier channels. Returns the Muls inserted."""
-    import onnxruntime as ort
     from onnx import helper, numpy_helper
 
     model = onnx.load(str(onnx_path))
@@ -218,17 +238,7 @@ def smooth_activations(onnx_path: Path, feeds: list[dict], alpha: float, nodes: 
             groups.setdefault(n.input[0], []).append(n)
     if not groups:
         return 0
-    probe = onnx.load(str(onnx_path))
-    graph_outputs = [o.name for o in probe.graph.output]
-    for x in groups:
-        if x not in graph_outputs:
-            probe.graph.output.append(helper.make_empty_tensor_value_info(x))
-    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    inputs = {i.name for i in sess.get_inputs()}
-    amax = {x: 0.0 for x in groups}
-    for feed in feeds:
-        for x, value in zip(groups, sess.run(list(groups), {k: v for k, v in feed.items() if k in inputs})):
-            amax[x] = np.maximum(amax[x], np.abs(value.reshape(-1, value.shape[-1])).max(0))
+    amax = activation_absmax(onnx_path, list(groups), feeds)
     order = list(model.graph.node)
     for k, (x, members) in enumerate(groups.items()):
         weights = [numpy_helper.to_array(inits[n.input[1]]) for n in members]
