@@ -113,11 +113,15 @@ def main() -> int:
     calib_texts = pool.subset(2048, 1).texts
     enc = tok(calib_texts, truncation=True, max_length=128)
     columns = {k: list(v) for k, v in enc.items() if k in ref.input_names}
-    feeds = [{k: np.asarray([v[i]], dtype=np.int64) for k, v in columns.items()} for i in range(16)]
+    feeds = sentence_feeds({k: v[:16] for k, v in columns.items()})
     encoded = [ref.encode([t]) for t in dev.texts[:50]]
     base_ms = statistics.median(time_forward(ref, encoded, 200, 20))
     print(f"float graph: dev accuracy {np.mean(ref_pred == y):.4f}, p50 {base_ms:.2f} ms")
     channels = channel_table(fp32, {k: v[:64] for k, v in columns.items()})
+
+    def dump(rows):
+        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "cpu_flags": cpu_flags(), "dev": len(dev), "rows": rows,
+                                               "float_channels": channels}, indent=1))
     rows = []
     for spec in args.settings:
         cfg = parse(spec)
@@ -142,10 +146,8 @@ def main() -> int:
         print(f"{spec:60s} dev {row['dev_accuracy']:.4f} ({(row['dev_accuracy'] - row['float_dev_accuracy']) * 100:+.1f} pt) "
               f"agree {row['agreement']:.4f} margin err sd {row['margin_error_sd']:.3f} near {row['near_boundary_mae']:.3f} "
               f"{row['size_mb']:.1f} MB p50 {ms:.2f} ms worst {[(w['node'][-30:], w['sqnr_db']) for w in worst]}", flush=True)
-        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "cpu_flags": cpu_flags(), "dev": len(dev), "rows": rows,
-                                               "float_channels": channels}, indent=1))
-    if not rows:
-        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "cpu_flags": cpu_flags(), "float_channels": channels}, indent=1))
+        dump(rows)
+    dump(rows)  # written after each setting (a long sweep keeps what it finished) and once more for none
     return 0
 
 

@@ -413,8 +413,7 @@ def _static_step(onnx_path, cfg, ctx):
     try:
         quantize_static(onnx_path, cfg, ctx.calibration_inputs(onnx_path, cfg.calibration_samples, padded=cfg.method != "minmax"))
         if cfg.report_ops:
-            columns = ctx.calibration_inputs(float_copy, 16)
-            feeds = [{k: np.asarray([v[i]], dtype=np.int64) for k, v in columns.items()} for i in range(len(next(iter(columns.values()))))]
+            feeds = sentence_feeds(ctx.calibration_inputs(float_copy, 16))
             notes = getattr(ctx, "notes", None)
             if notes is not None:
                 notes["static_worst_ops"] = op_errors(float_copy, onnx_path, feeds, cfg.report_ops)
