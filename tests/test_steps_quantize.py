@@ -218,3 +218,41 @@ def test_keep_float_leaves_matching_matmuls_unquantized(built, tmp_path):
 def test_smooth_outside_0_1_is_a_one_line_error(bad):
     with pytest.raises(ValueError, match=r"smooth .*must be in \[0, 1\]"):
         QuantizeStaticConfig(smooth=bad)
+
+
+def test_op_errors_ranks_the_damaged_matmul_first(built, tmp_path):
+    """op_errors is the report behind metrics.json's ``static_worst_ops``: an identical graph has no noise
+    anywhere, and the one MatMul whose weights were damaged (and what reads its output) comes first."""
+    from compression.steps.quantize import op_errors, sentence_feeds
+
+    _, out, _ = built
+    ref = out / "fp32" / "model.onnx"
+    feeds = sentence_feeds(_calibration(out / "fp32", 8))
+    same = op_errors(ref, ref, feeds, top=50)
+    assert same and all(r["sqnr_db"] > 200 for r in same), same[:3]
+    model = onnx.load(str(ref))
+    node = next(n for n in model.graph.node if n.op_type == "MatMul" and n.name.endswith("layer.1/intermediate/dense/MatMul"))
+    weight = next(t for t in model.graph.initializer if t.name in node.input)
+    value = onnx.numpy_helper.to_array(weight)
+    noisy = value + np.random.default_rng(0).normal(0, 0.3 * np.abs(value).mean(), value.shape).astype(value.dtype)
+    weight.CopyFrom(onnx.numpy_helper.from_array(noisy, weight.name))
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(model, str(damaged))
+    rows = op_errors(ref, damaged, feeds, top=3)
+    assert len(rows) == 3 and rows[0]["node"] == node.name and rows[0]["op"] == "MatMul"
+    assert [r["sqnr_db"] for r in rows] == sorted(r["sqnr_db"] for r in rows)
+    upstream = {r["node"]: r["sqnr_db"] for r in op_errors(ref, damaged, feeds, top=50)}
+    assert all(v > 200 for k, v in upstream.items() if "layer.0/" in k)  # nothing before the damage moved
+
+
+def test_static_int8_metrics_name_its_worst_ops(built):
+    """The built static row says where its int8 error is: real MatMul/Gather nodes of the float graph, worst first."""
+    import json
+
+    recipe, out, _ = built
+    worst = json.loads((out / "int8-static" / "metrics.json").read_text())["static_worst_ops"]
+    names = {n.name: n.op_type for n in onnx.load(str(out / "fp32" / "model.onnx")).graph.node}
+    assert 0 < len(worst) <= QuantizeStaticConfig().report_ops
+    assert all(names.get(r["node"]) == r["op"] for r in worst), worst
+    assert [r["sqnr_db"] for r in worst] == sorted(r["sqnr_db"] for r in worst)
+    assert all(r["sqnr_db"] < 200 for r in worst)  # quantized: finite error, unlike an identical graph
