@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..logs import muted
 from ..registry import register_step
 from .export import load_onnx
 
@@ -173,6 +174,12 @@ def drop_unused_initializers(model: onnx.ModelProto) -> None:
     model.graph.initializer.extend(live)
 
 
+# the quantizer raises opset and IR version for int4 and says so at WARNING on every call; the written graph is
+# checked (ORT opens it, tests compare its logits), so these two lines are noise in a build log
+INT4_UPGRADE = (("onnxruntime.quantization.matmul_nbits_quantizer",),
+                ("The opset of the input model is under 21", "The IR version of the input model is"))
+
+
 def quantize_4bit(onnx_path: Path, block_size: int, symmetric: bool, matmuls: bool, embeddings: bool,
                   accuracy_level: int = 4, scales: str = "float16", pack: bool = True) -> dict:
     """Rewrite ``onnx_path`` in place; returns counts of the 4-bit nodes written. ``pack=False`` keeps
@@ -194,7 +201,8 @@ def quantize_4bit(onnx_path: Path, block_size: int, symmetric: bool, matmuls: bo
     config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric, accuracy_level=accuracy_level,
                                           op_types_to_quantize=tuple(op_types), quant_axes=(("MatMul", 0), ("Gather", 1)))
     quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=exclude, algo_config=config)
-    quantizer.process()
+    with muted(*INT4_UPGRADE):
+        quantizer.process()
     out = quantizer.model.model
     if embeddings and scales == "float16":
         half_gather_scales(out)
