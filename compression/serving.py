@@ -122,8 +122,10 @@ class VariantFamily:
 
     @property
     def reference(self) -> str | None:
-        if REFERENCE in self.variants:
-            return REFERENCE
+        """The fp32 graph, under its own name or its Hub repo's (a Space); else the first variant loaded."""
+        for name in self.variants:
+            if _built_as(self.variants[name].metrics, name) == REFERENCE:
+                return name
         return next(iter(self.variants), None)
 
     @property
@@ -148,14 +150,27 @@ def _download(repo: str) -> Path:
     return Path(snapshot_download(repo, allow_patterns=artifacts.hub_files(fmt)))
 
 
+def _built_as(metrics: dict, name: str) -> str:
+    """The variant name a row was built under: a Space shows each row under its Hub repo's name
+    (``me/minilm-sst2-fp32`` -> ``minilm-sst2-fp32``) and keeps the build's own name in ``built_as``."""
+    return metrics.get("built_as") or name
+
+
 def recommend(rows: list[dict], tolerance: float = 0.01) -> str | None:
     """The recommended row: the report's flag when the rows carry it (a local build), else the
-    report's own rule applied to these rows (a Space, or a build still running)."""
+    report's own rule applied to these rows (a Space, or a build still running), which finds the
+    teacher by the name it was built under."""
     flagged = [r["variant"] for r in rows if r.get("recommended")]
     if flagged:
         return flagged[0]
-    teacher = next((r for r in rows if r["variant"] == artifacts.TEACHER), None)
-    return recommend_row(rows, teacher["accuracy"] if teacher else None, tolerance)
+    built = [_built_as(r, r["variant"]) for r in rows]
+    if len(set(built)) < len(rows):  # two rows built under one name (repos of two builds): the shown names decide
+        built = [r["variant"] for r in rows]
+    shown = dict(zip(built, (r["variant"] for r in rows)))
+    named = [{**r, "variant": b} for r, b in zip(rows, built)]
+    teacher = next((r for r in named if r["variant"] == artifacts.TEACHER), None)
+    best = recommend_row(named, teacher["accuracy"] if teacher else None, tolerance)
+    return shown.get(best, best)
 
 
 def _open(family: VariantFamily, name: str, folder: Path, repo: str | None, metrics: dict) -> None:
@@ -178,9 +193,10 @@ def _open(family: VariantFamily, name: str, folder: Path, repo: str | None, metr
 
 def _settle(family: VariantFamily) -> None:
     """Order (reference first), recommendation and front, from the rows loaded so far."""
-    if REFERENCE in family.variants:  # reference first so tables read top-down from it
-        family.variants = {REFERENCE: family.variants[REFERENCE], **family.variants}
-    family.rows.sort(key=lambda r: (r["variant"] != artifacts.TEACHER, r["variant"]))
+    ref = family.reference
+    if ref is not None:  # reference first so tables read top-down from it
+        family.variants = {ref: family.variants[ref], **family.variants}
+    family.rows.sort(key=lambda r: (_built_as(r, r["variant"]) != artifacts.TEACHER, r["variant"]))
     family.recommended = recommend(family.rows) if family.rows else None
     family.pareto = set(pareto_front(family.rows)) if family.rows else set()
 
@@ -202,6 +218,7 @@ def load_family(variants_dir: str | Path | None = None, repo_ids: list[str] | No
             recipe = recipe or artifacts.read_config(folder).get("recipe")
             metrics = artifacts.read_metrics(folder) or {}
             if metrics:
+                metrics["built_as"] = metrics.get("variant") or name
                 metrics["variant"], metrics["hub_repo"] = name, repo
                 family.rows.append(metrics)
             _open(family, name, folder, repo, metrics)

@@ -216,9 +216,24 @@ def test_space_app_loads_variants_from_hub(published):
     assert "does-not-exist" in family.unavailable
     assert family.references == {"tiny-teacher": "PyTorch reference, not served"}
     assert {r["variant"] for r in family.rows} == {"tiny-teacher", "tiny-fp32", "tiny-int8-dynamic"}  # from metrics.json
-    assert all(r["hub_repo"] for r in family.rows) and family.recommended in {"tiny-fp32", "tiny-int8-dynamic"}
+    assert all(r["hub_repo"] for r in family.rows)
+    assert family.reference == "tiny-fp32"  # the fp32 graph answers first, whatever order the repos come in
     rows, _ = serving.predict(family, "superb acting")
     assert len(rows) == 2
+
+
+def test_a_space_recommends_what_the_build_recommended(published):
+    """Every published repo in the Space: the recommendation and the reference are the local build's, under
+    the repos' names (the Space once fell back to the most accurate row: it looked for a row named "teacher")."""
+    from compression import serving
+
+    work, result = published
+    local = serving.load_family(work)
+    names = sorted(result["repos"], key=lambda n: n != "int8-dynamic")  # the fp32 graph not first
+    family = serving.load_family(repo_ids=[result["repos"][n] for n in names])
+    shown = {n: result["repos"][n].split("/")[-1] for n in names}
+    assert local.recommended and family.recommended == shown[local.recommended]
+    assert family.reference == shown["fp32"] and next(iter(family.variants)) == shown["fp32"]
 
 
 def test_token_never_leaks(hub, published):

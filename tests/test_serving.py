@@ -235,3 +235,22 @@ def test_the_warm_timer_starts_warm_before_the_first_request(built, tmp_path):
         v = family.variants[r["variant"]]
         assert len(v.times) == 1                                      # (the timer may add passes after the answer)
         assert r["live_ms"] == round(statistics.median(list(v.warm)[:serving.WARM_RUNS]), 3)  # warm, not this first run
+
+
+def _row(name, built_as, accuracy, ms, mb, steps):
+    return {"variant": name, "built_as": built_as, "accuracy": accuracy, "latency_p50_ms": ms, "size_mb": mb,
+            "steps": steps, "format": "pytorch" if built_as == "teacher" else "onnx"}
+
+
+def test_a_space_recommends_by_the_names_rows_were_built_under():
+    """A Space shows rows under their repos' names; the report's rule still finds the teacher (its accuracy bar)
+    and Optimum's route by the build's own names, so it picks the fast student within 1 pt, not the most accurate row."""
+    rows = [_row("x-teacher", "teacher", 0.90, 15.0, 91.0, []),
+            _row("x-fp16", "fp16", 0.90, 7.0, 46.0, ["export", "fp16"]),
+            _row("x-int8-dynamic", "int8-dynamic", 0.895, 3.0, 23.0, ["export", "quantize_dynamic"]),
+            _row("x-student", "pruned-fused-int8", 0.893, 1.4, 11.0, ["prune_structured", "fuse", "quantize_dynamic"])]
+    assert serving.recommend(rows) == "x-student"
+    # the same rows under the build's own names give the same answer, shown under the repo's name above
+    assert serving.recommend([{**r, "variant": r["built_as"]} for r in rows]) == "pruned-fused-int8"
+    # without the build's names the teacher is not found and the rule falls back to the most accurate row
+    assert serving.recommend([{k: v for k, v in r.items() if k != "built_as"} for r in rows]) == "x-fp16"
