@@ -77,10 +77,12 @@ def build_card(folder: Path, repo_id: str, teacher_repo: str | None, teacher_met
                  **({"dataset_config": data["hub_config"]} if data["hub_config"] else {}))
     results = [EvalResult(task_type="text-classification", task_name=task, metric_type=k, metric_value=round(m[k], 4), **where)
                for k in ("accuracy", "f1") if k in m]
-    if "ood_accuracy" in m and data["ood_name"]:
-        results.append(EvalResult(task_type="text-classification", task_name=f"{task} (out of domain)",
-                                  dataset_type=data["ood_name"], dataset_name=data["ood_name"], dataset_split="test",
-                                  metric_type="accuracy", metric_value=round(m["ood_accuracy"], 4)))
+    if "ood_accuracy" in m and data["ood_name"]:  # both: the balanced one is what the report and the app show
+        results += [EvalResult(task_type="text-classification", task_name=f"{task} (out of domain)",
+                               dataset_type=data["ood_name"], dataset_name=data["ood_name"], dataset_split="test",
+                               metric_type=k, metric_name=name, metric_value=round(m[key], 4))
+                    for k, name, key in (("accuracy", "Accuracy", "ood_accuracy"),
+                                         ("balanced_accuracy", "Balanced accuracy", "ood_balanced_accuracy")) if key in m]
     card_data = ModelCardData(
         language="en", license="apache-2.0", library_name="onnx" if onnx else "transformers",
         pipeline_tag="text-classification", base_model=base, datasets=[data["hub_id"]] if data["hub_id"] else None,

@@ -81,11 +81,18 @@ def test_card_yaml_parses_to_model_index(hub, published):
         assert "synthetic reviews" in card and "ood.tsv" in card  # the out-of-domain set by its own name
         values = {m["type"]: m["value"] for m in results["metrics"]}
         assert values["accuracy"] == round(metrics["accuracy"], 4)
+        ood = next(r for r in meta["model-index"][0]["results"] if r["task"]["name"].endswith("(out of domain)"))
+        ood_values = {m["type"]: m["value"] for m in ood["metrics"]}  # the balanced one is the report's and the app's
+        assert ood_values == {"accuracy": round(metrics["ood_accuracy"], 4),
+                              "balanced_accuracy": round(metrics["ood_balanced_accuracy"], 4)}
         if name != "teacher":
             assert meta["base_model"] == f"{NS}/tiny-teacher"
             assert meta["base_model_relation"] == "quantized"
             assert "ORTModelForSequenceClassification.from_pretrained" in card
         assert f"| accuracy | {metrics['accuracy']:.4f}" in card
+        table = card[card.index("| metric |"):card.index("| parameters |")]
+        assert "out-of-domain accuracy" in table and "latency p50" in table
+        assert all(line.startswith("|") for line in table.splitlines()), table  # one Markdown table: no blank line splits it
         assert metrics["cpu"] in card
         low, high = metrics["latency_p50_round_range_ms"]  # the timing pass's spread, as the card says it
         assert f"({metrics['latency_timing']}; one round's p50 ranged {low:.2f}–{high:.2f} ms)" in card
