@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from compression.machine import cpu_flags, cpu_name
-from compression.report import optimum_route
+from compression.report import keeps_accuracy, optimum_route
 
 TEACHER_MIN = 0.90           # issue #16 (full recipe)
 TINY_MAX_MB = 5.5            # issue #17
@@ -64,14 +64,14 @@ def check(rows: dict, recommended: str | None, parents: dict[str, str] | None = 
             f"{(dyn['accuracy'] - t['accuracy']) * 100:+.2f} pt")
     rec = rows.get(recommended or "")
     if t and opt and rec:
-        add(f"recommended ({recommended}) >= 99% of teacher accuracy", rec["accuracy"] >= 0.99 * t["accuracy"],
+        add(f"recommended ({recommended}) >= 99% of teacher accuracy", keeps_accuracy(rec["accuracy"], t["accuracy"], 0.01, "relative"),
             f"{rec['accuracy'] / t['accuracy'] * 100:.1f}%")
         add(f"recommended <= 1/2 the size of {name}", rec["size_mb"] <= 0.5 * opt["size_mb"],
             f"{rec['size_mb']:.2f} MB, {opt['size_mb'] / rec['size_mb']:.2f}x smaller")
         add(f"recommended >= 2x {name} batch-1 speed", opt["latency_p50_ms"] / rec["latency_p50_ms"] >= 2,
             f"{opt['latency_p50_ms'] / rec['latency_p50_ms']:.2f}x faster")
     if t and opt:  # issue #17: some variant at >= 99% of the teacher, >= 2x Optimum int8's speed, <= 1/2 its size
-        edge = [n for n, r in rows.items() if r.get("format") == "onnx" and r["accuracy"] >= 0.99 * t["accuracy"]
+        edge = [n for n, r in rows.items() if r.get("format") == "onnx" and keeps_accuracy(r["accuracy"], t["accuracy"], 0.01, "relative")
                 and opt["latency_p50_ms"] / r["latency_p50_ms"] >= 2 and r["size_mb"] <= 0.5 * opt["size_mb"]]
         add(f"a variant at >= 99% of the teacher, >= 2x {name}'s speed, <= 1/2 its size", edge, ", ".join(edge) or "none")
         if edge:

@@ -249,7 +249,7 @@ def _build(recipe, out_dir, todo, base, splits, force, progress) -> dict:
         progress.variant_done(spec.name, time.perf_counter() - t0)
     progress.begin("timing every row together")
     retime(out_dir, recipe, splits["eval"].texts)
-    summary = report.write_report(out_dir, recipe.evaluation.recommend_tolerance)
+    summary = report.write_report(out_dir, recipe.evaluation.recommend_tolerance, recipe.evaluation.recommend_criterion)
     summary["skipped"] = skipped
     return summary
 
@@ -417,5 +417,5 @@ def evaluate_dir(out_dir: str | Path, base_dir: Path | None = None) -> dict:
         metrics["eval_data"] = _data_name(recipe)
         artifacts.update_metrics(folder, metrics, preds)
     retime(out_dir, recipe, splits["eval"].texts)
-    return report.write_report(out_dir, cfg.recommend_tolerance)
+    return report.write_report(out_dir, cfg.recommend_tolerance, cfg.recommend_criterion)
 

@@ -141,6 +141,9 @@ class TeacherConfig:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
 
 
+CRITERIA = ("absolute", "relative")  # how recommend_tolerance reads: accuracy points, or a fraction of the teacher's
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """How variants are measured.
@@ -148,7 +151,9 @@ class EvalConfig:
     Fields: threads (ORT intra-op and torch threads, fixed so rows compare),
     latency_runs / warmup (batch-1 timing), latency_sentences (distinct sentences
     cycled through), throughput_batch (batch size for throughput),
-    recommend_tolerance (accuracy the recommended variant may give up vs. the teacher),
+    recommend_tolerance (accuracy the recommended variant may give up vs. the teacher) and
+    recommend_criterion ("absolute": that many accuracy points, 0.01 = 1 point; "relative": that
+    fraction of the teacher's accuracy, 0.01 = keep 99% of it, Intel Neural Compressor's default),
     ood_path (a labelled TSV/CSV/JSONL from another domain, evaluated for every variant
     as a second accuracy column; never trained or tuned on; relative paths as dataset.path),
     ood_samples (deterministic subset of it; None = all), accuracy_threads (threads for
@@ -171,6 +176,7 @@ class EvalConfig:
     latency_sentences: int = 50
     throughput_batch: int = 32
     recommend_tolerance: float = 0.01
+    recommend_criterion: str = "absolute"
     ood_path: str | None = None
     ood_samples: int | None = None
     accuracy_threads: int | None = None
@@ -186,6 +192,10 @@ class EvalConfig:
             raise ValueError("threads >= 1, latency_runs >= 5 and warmup >= 0 are required")
         if self.latency_rounds < 1:
             raise ValueError(f"latency_rounds must be >= 1, got {self.latency_rounds}")
+        if self.recommend_criterion not in CRITERIA:
+            raise ValueError(f"recommend_criterion must be one of {', '.join(CRITERIA)}, got {self.recommend_criterion!r}")
+        if not 0 <= self.recommend_tolerance < 1:
+            raise ValueError(f"recommend_tolerance must be in [0, 1) (0.01 = 1 point or 1%), got {self.recommend_tolerance}")
         if self.ood_samples is not None and (not isinstance(self.ood_samples, int) or self.ood_samples < 1):
             raise ValueError(f"ood_samples must be a positive integer or null, got {self.ood_samples!r}")
         if self.accuracy_threads is not None and self.accuracy_threads < 1:

@@ -108,6 +108,7 @@ class VariantFamily:
     recommended: str | None = None
     pareto: set[str] = field(default_factory=set)  # rows on the accuracy/latency/size front
     data: dict = field(default_factory=dict)        # what the numbers were measured on (artifacts.data_description)
+    rule: tuple = (0.01, "absolute")                # the recipe's recommend_tolerance and recommend_criterion
     folder: Path | None = None
     stamps: dict[str, float] = field(default_factory=dict)  # metrics.json mtimes seen by refresh()
     version: int = 0  # bumped by refresh() on every change: each page compares it with the one it shows
@@ -156,7 +157,13 @@ def _built_as(metrics: dict, name: str) -> str:
     return metrics.get("built_as") or name
 
 
-def recommend(rows: list[dict], tolerance: float = 0.01) -> str | None:
+def accuracy_rule(recipe: dict | None) -> tuple[float, str]:
+    """The recipe's (recommend_tolerance, recommend_criterion), as saved beside every variant."""
+    ev = (recipe or {}).get("evaluation") or {}
+    return float(ev.get("recommend_tolerance", 0.01)), str(ev.get("recommend_criterion", "absolute"))
+
+
+def recommend(rows: list[dict], tolerance: float = 0.01, criterion: str = "absolute") -> str | None:
     """The recommended row: the report's flag when the rows carry it (a local build), else the
     report's own rule applied to these rows (a Space, or a build still running), which finds the
     teacher by the name it was built under."""
@@ -169,7 +176,7 @@ def recommend(rows: list[dict], tolerance: float = 0.01) -> str | None:
     shown = dict(zip(built, (r["variant"] for r in rows)))
     named = [{**r, "variant": b} for r, b in zip(rows, built)]
     teacher = next((r for r in named if r["variant"] == artifacts.TEACHER), None)
-    best = recommend_row(named, teacher["accuracy"] if teacher else None, tolerance)
+    best = recommend_row(named, teacher["accuracy"] if teacher else None, tolerance, criterion)
     return shown.get(best, best)
 
 
@@ -197,7 +204,7 @@ def _settle(family: VariantFamily) -> None:
     if ref is not None:  # reference first so tables read top-down from it
         family.variants = {ref: family.variants[ref], **family.variants}
     family.rows.sort(key=lambda r: (_built_as(r, r["variant"]) != artifacts.TEACHER, r["variant"]))
-    family.recommended = recommend(family.rows) if family.rows else None
+    family.recommended = recommend(family.rows, *family.rule) if family.rows else None
     family.pareto = set(pareto_front(family.rows)) if family.rows else set()
 
 
@@ -222,7 +229,7 @@ def load_family(variants_dir: str | Path | None = None, repo_ids: list[str] | No
                 metrics["variant"], metrics["hub_repo"] = name, repo
                 family.rows.append(metrics)
             _open(family, name, folder, repo, metrics)
-        family.data = artifacts.data_description(recipe)
+        family.data, family.rule = artifacts.data_description(recipe), accuracy_rule(recipe)
     elif variants_dir is not None:
         family.folder = Path(variants_dir)
         refresh(family)
@@ -263,7 +270,8 @@ def refresh(family: VariantFamily) -> bool:
             family.version += 1
         if changed or not family.data:
             family.rows = list(rows.values())
-            family.data = artifacts.data_description(artifacts.read_recipe_dict(family.folder))
+            recipe = artifacts.read_recipe_dict(family.folder)
+            family.data, family.rule = artifacts.data_description(recipe), accuracy_rule(recipe)
             _settle(family)
         return changed
 

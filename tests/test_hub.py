@@ -298,6 +298,27 @@ def test_card_of_a_recommended_row_says_when_it_has_the_edge_over_optimum_int8(p
     assert "Optimum's int8 route at no more" not in plain
 
 
+def test_card_of_a_recommended_row_states_the_recipes_accuracy_rule(published, tmp_path):
+    """The card says the bar the report applied: "within 1.0 points" by default, "at least 99% of the
+    teacher's" (with the points it comes to) for a recipe whose criterion is relative."""
+    import json
+
+    from compression.hub import build_card
+
+    work, _ = published
+    folder = tmp_path / "v"
+    shutil.copytree(work / "int8-dynamic", folder)
+    words = lambda card: " ".join(str(card).replace("\n>", " ").split())  # noqa: E731
+    assert "the fastest whose accuracy is within 1.0 points of the teacher's" in words(build_card(folder, f"{NS}/x", None, None, True))
+    cc = json.loads((folder / "compression_config.json").read_text())
+    cc["recipe"].setdefault("evaluation", {}).update(recommend_tolerance=0.01, recommend_criterion="relative")
+    (folder / "compression_config.json").write_text(json.dumps(cc))
+    teacher = {**json.loads((work / "teacher" / "metrics.json").read_text()), "accuracy": 0.8807}
+    card = words(build_card(folder, f"{NS}/x", None, teacher, True))
+    assert "the fastest whose accuracy is at least 99% of the teacher's (within 0.88 points)" in card
+    assert "within 1.0 points" not in card
+
+
 def test_space_from_published_repos_runs_without_torch_in_a_browser(hub, published, tmp_path):
     """publish -> publish_space -> download the Space repo -> start it (no torch) -> Chromium."""
     import socket

@@ -96,6 +96,8 @@ def test_bad_variants_fail_early(variants, message, tiny_model, tiny_data):
         ({"dataset": {"train_samples": 0}}, "train_samples must be a positive integer"),
         ({"variants": {}}, "non-empty mapping"),
         ({"evaluation": {"latency_rounds": 0}}, "latency_rounds must be >= 1"),
+        ({"evaluation": {"recommend_criterion": "percent"}}, "recommend_criterion must be one of absolute, relative"),
+        ({"evaluation": {"recommend_tolerance": 1}}, "recommend_tolerance must be in [0, 1)"),
     ],
 )
 def test_bad_sections_fail_early(patch, message, tiny_model, tiny_data):

@@ -254,3 +254,20 @@ def test_a_space_recommends_by_the_names_rows_were_built_under():
     assert serving.recommend([{**r, "variant": r["built_as"]} for r in rows]) == "pruned-fused-int8"
     # without the build's names the teacher is not found and the rule falls back to the most accurate row
     assert serving.recommend([{k: v for k, v in r.items() if k != "built_as"} for r in rows]) == "x-fp16"
+
+
+def test_a_space_applies_the_recipes_accuracy_rule():
+    """The recipe saved beside every variant says how much accuracy the recommended row may lose: a
+    Space (rows without the report's flag) reads it, so it recommends what the build's report did."""
+    rows = [_row("x-teacher", "teacher", 0.90, 15.0, 91.0, []),
+            _row("x-int8-dynamic", "int8-dynamic", 0.895, 3.0, 23.0, ["export", "quantize_dynamic"]),
+            _row("x-student", "pruned-fused-int8", 0.8905, 1.4, 11.0, ["prune_structured", "fuse", "quantize_dynamic"])]
+    assert serving.accuracy_rule(None) == (0.01, "absolute")
+    relative = serving.accuracy_rule({"evaluation": {"recommend_tolerance": 0.01, "recommend_criterion": "relative"}})
+    assert relative == (0.01, "relative")
+    family = serving.VariantFamily(rows=[dict(r) for r in rows])
+    serving._settle(family)
+    assert family.recommended == "x-student"            # 0.95 pt under: within 1 point
+    family.rule = relative
+    serving._settle(family)
+    assert family.recommended == "x-int8-dynamic"       # but under 99% of 0.90 (0.891): the student is out
