@@ -265,6 +265,8 @@ def test_a_space_applies_the_recipes_accuracy_rule():
     assert serving.accuracy_rule(None) == (0.01, "absolute")
     relative = serving.accuracy_rule({"evaluation": {"recommend_tolerance": 0.01, "recommend_criterion": "relative"}})
     assert relative == (0.01, "relative")
+    assert serving.accuracy_rule({"evaluation": {"recommend_criterion": "percent"}}) == (0.01, "absolute")  # served, not crashed
+    assert serving.accuracy_rule({"evaluation": {"recommend_tolerance": "lots"}}) == (0.01, "absolute")
     family = serving.VariantFamily(rows=[dict(r) for r in rows])
     serving._settle(family)
     assert family.recommended == "x-student"            # 0.95 pt under: within 1 point
