@@ -1,4 +1,4 @@
-"""Command line: ``python -m compression {build,evaluate,steps,optimize,compare,publish,publish-space}``.
+"""Command line: ``python -m compression {build,evaluate,report,steps,optimize,compare,publish,publish-space}``.
 
 One spelling per concept: the build folder is ``--variants-dir`` everywhere, variant
 names are ``--only``, data files are ``--dataset`` (a recipe's data), ``--calibration-data``
@@ -42,6 +42,15 @@ def _evaluate(args):
     from .build import evaluate_dir
 
     _print_summary(evaluate_dir(args.variants_dir), args.variants_dir)
+
+
+def _report(args):
+    from .build import report_dir
+
+    summary = report_dir(args.variants_dir, args.tolerance, args.criterion)
+    rule = summary["recommend_rule"]
+    print(f"rule: {rule['criterion']} {rule['tolerance']:g} (may lose {rule['allowed_loss'] * 100:.2f} points)")
+    _print_summary(summary, args.variants_dir)
 
 
 def _publish(args):
@@ -122,6 +131,12 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="re-measure every variant in one run and rewrite the report")
     p.add_argument("--variants-dir", **folder)
     p.set_defaults(fn=_evaluate)
+
+    p = sub.add_parser("report", help="rewrite the report from the measured rows (no re-measuring), optionally with another accuracy rule")
+    p.add_argument("--variants-dir", **folder)
+    p.add_argument("--tolerance", type=float, help="accuracy the recommended row may give up (0.01 = 1 point or 1%%; default: the recipe's)")
+    p.add_argument("--criterion", choices=["absolute", "relative"], help="points, or a share of the teacher's accuracy (default: the recipe's)")
+    p.set_defaults(fn=_report)
 
     p = sub.add_parser("publish", help="push every variant to the Hub with a model card (token: HF_TOKEN or login)")
     p.add_argument("--variants-dir", **folder)

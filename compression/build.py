@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import artifacts, report
-from .config import VariantSpec
+from .config import CRITERIA, VariantSpec
 from .data import load_splits
 from .errors import ArtifactError, BuildError, RecipeError, StepNotApplicable
 from .loader import load_runner
@@ -418,4 +418,20 @@ def evaluate_dir(out_dir: str | Path, base_dir: Path | None = None) -> dict:
         artifacts.update_metrics(folder, metrics, preds)
     retime(out_dir, recipe, splits["eval"].texts)
     return report.write_report(out_dir, cfg.recommend_tolerance, cfg.recommend_criterion)
+
+
+def report_dir(out_dir: str | Path, tolerance: float | None = None, criterion: str | None = None) -> dict:
+    """Rewrite the report from the rows already measured (no re-measuring: seconds), with the saved
+    recipe's recommendation rule or the ``tolerance`` / ``criterion`` given, to see what another
+    accuracy budget recommends. The rule applied is stated in report.md and report.json."""
+    out_dir = Path(out_dir)
+    recipe_path = out_dir / artifacts.RECIPE
+    if not recipe_path.is_file():
+        raise BuildError(f"{out_dir}: no {artifacts.RECIPE}; this is not a build folder")
+    cfg = load_recipe(recipe_path).evaluation
+    tolerance = cfg.recommend_tolerance if tolerance is None else tolerance
+    criterion = cfg.recommend_criterion if criterion is None else criterion
+    if criterion not in CRITERIA or not 0 <= tolerance < 1:
+        raise BuildError(f"tolerance must be in [0, 1) and criterion one of {', '.join(CRITERIA)}; got {tolerance}, {criterion!r}")
+    return report.write_report(out_dir, tolerance, criterion)
 

@@ -51,6 +51,33 @@ def test_evaluate_rewrites_every_row_and_steps_lists_the_registry(built, tmp_pat
     assert all("[" in line and "]" in line for line in listed)
 
 
+def test_report_reranks_without_remeasuring_under_another_rule(built, tmp_path, capsys):
+    """`report` rewrites report.md/json from the measured rows under the recipe's rule or the one given,
+    states it, and changes no metrics.json (nothing is re-measured)."""
+    import json
+
+    from compression.report import recommend
+
+    _, out, _ = built
+    work = tmp_path / "v"
+    shutil.copytree(out, work)
+    before = {f.name: (f / "metrics.json").read_bytes() for f in artifacts.list_variants(work)}
+    assert main(["report", "--variants-dir", str(work)]) == 0
+    saved = json.loads((work / "report.json").read_text())
+    assert saved["recommend_rule"]["criterion"] == "absolute" and "rule: absolute 0.01" in capsys.readouterr().out
+    teacher = next(r for r in saved["rows"] if r["variant"] == "teacher")["accuracy"]
+    assert main(["report", "--variants-dir", str(work), "--tolerance", "0.99", "--criterion", "relative"]) == 0
+    loose = json.loads((work / "report.json").read_text())
+    assert loose["recommended"] == recommend(saved["rows"], teacher, 0.99, "relative")   # the rule given, not the recipe's
+    assert loose["recommend_rule"]["allowed_loss"] == 0.99 * teacher
+    assert loose["recommend_rule"]["criterion"] == "relative" and "at least 1% of the teacher's" in (work / "report.md").read_text()
+    assert {f.name: (f / "metrics.json").read_bytes() for f in artifacts.list_variants(work)} == before
+    assert main(["report", "--variants-dir", str(work), "--tolerance", "1.5"]) == 2
+    assert "tolerance must be in [0, 1)" in capsys.readouterr().err
+    assert main(["report", "--variants-dir", str(tmp_path / "nothing")]) == 2
+    assert "not a build folder" in capsys.readouterr().err
+
+
 def test_errors_are_one_line_and_exit_2_in_process(tmp_path, capsys):
     assert main(["build", "--recipe", str(tmp_path / "missing.yaml")]) == 2
     err = capsys.readouterr().err
