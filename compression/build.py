@@ -14,13 +14,13 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from . import artifacts, report
-from .config import CRITERIA, VariantSpec
+from .config import VariantSpec
 from .data import load_splits
 from .errors import ArtifactError, BuildError, RecipeError, StepNotApplicable
 from .loader import load_runner
@@ -388,15 +388,21 @@ def _export(state: ChainState, spec: VariantSpec, ctx: BuildContext, onnx_path: 
             hook(onnx_path)
 
 
+def _saved_recipe(out_dir: Path) -> Path:
+    """The recipe a build saved in its folder; one line naming the folder when it is not a build folder."""
+    recipe_path = out_dir / artifacts.RECIPE
+    if not recipe_path.is_file():
+        raise BuildError(f"{out_dir}: no {artifacts.RECIPE}; this is not a build folder")
+    return recipe_path
+
+
 def evaluate_dir(out_dir: str | Path, base_dir: Path | None = None) -> dict:
     """Re-measure the teacher and every variant in one run, then rewrite the report.
 
     Every folder is checked first: a truncated or corrupt file stops ``evaluate`` with one line
     naming the folder, before anything is rewritten."""
     out_dir = Path(out_dir)
-    recipe_path = out_dir / artifacts.RECIPE
-    if not recipe_path.is_file():
-        raise BuildError(f"{out_dir}: no {artifacts.RECIPE}; this is not a build folder")
+    recipe_path = _saved_recipe(out_dir)
     folders = artifacts.list_variants(out_dir)
     for folder in folders:
         problem = artifacts.verify(folder)
@@ -425,13 +431,11 @@ def report_dir(out_dir: str | Path, tolerance: float | None = None, criterion: s
     recipe's recommendation rule or the ``tolerance`` / ``criterion`` given, to see what another
     accuracy budget recommends. The rule applied is stated in report.md and report.json."""
     out_dir = Path(out_dir)
-    recipe_path = out_dir / artifacts.RECIPE
-    if not recipe_path.is_file():
-        raise BuildError(f"{out_dir}: no {artifacts.RECIPE}; this is not a build folder")
-    cfg = load_recipe(recipe_path).evaluation
-    tolerance = cfg.recommend_tolerance if tolerance is None else tolerance
-    criterion = cfg.recommend_criterion if criterion is None else criterion
-    if criterion not in CRITERIA or not 0 <= tolerance < 1:
-        raise BuildError(f"tolerance must be in [0, 1) and criterion one of {', '.join(CRITERIA)}; got {tolerance}, {criterion!r}")
-    return report.write_report(out_dir, tolerance, criterion)
+    cfg = load_recipe(_saved_recipe(out_dir)).evaluation
+    try:  # EvalConfig checks the rule given as it checks a recipe's
+        cfg = replace(cfg, recommend_tolerance=cfg.recommend_tolerance if tolerance is None else tolerance,
+                      recommend_criterion=cfg.recommend_criterion if criterion is None else criterion)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
+    return report.write_report(out_dir, cfg.recommend_tolerance, cfg.recommend_criterion)
 

@@ -19,7 +19,7 @@ from . import artifacts
 from . import steps as _steps  # noqa: F401  (registers the steps whose docs and relations cards use)
 from .errors import AuthError, PublishError
 from .registry import chain_relation, get_step
-from .report import EDGE_SIZE, EDGE_SPEED, delta_text, tolerance_text
+from .report import EDGE_SIZE, EDGE_SPEED, accuracy_rule, delta_text, tolerance_text
 
 log = logging.getLogger(__name__)
 TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
@@ -109,9 +109,7 @@ def build_card(folder: Path, repo_id: str, teacher_repo: str | None, teacher_met
     labels = ", ".join(data["label_names"]) or ", ".join(artifacts.read_model_config(folder).get("id2label", {}).values())
     steps = [describe_step(s) for s in cc["steps"]] or [f"fine-tuned on {data['name']} with transformers' Trainer (this is the teacher)"]
     summary = ("the fp32 PyTorch teacher" if is_teacher else " → ".join(next(iter(s)) for s in cc["steps"]))
-    ev = (cc.get("recipe") or {}).get("evaluation") or {}
-    rule = tolerance_text(ev.get("recommend_tolerance", 0.01), ev.get("recommend_criterion", "absolute"),
-                          (teacher_metrics or {}).get("accuracy"))
+    rule = tolerance_text(*accuracy_rule(cc.get("recipe")), (teacher_metrics or {}).get("accuracy"))
     return ModelCard.from_template(
         card_data, template_str=TEMPLATE.read_text(), repo_name=repo_id.split("/")[-1], variant=folder.name, summary=summary,
         teacher_repo=None if is_teacher else teacher_repo, base_model=own_base or cc.get("base_model"),

@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 
 from .artifacts import FORMAT_ONNX, REPORT, SERVABLE, TEACHER, load_rows
+from .config import EvalConfig
 from .errors import BuildError
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,19 @@ def allowed_loss(teacher_accuracy: float | None, tolerance: float, criterion: st
     if criterion != "absolute":
         raise ValueError(f"criterion must be absolute or relative, got {criterion!r}")
     return tolerance
+
+
+def accuracy_rule(recipe: dict | None) -> tuple[float, str]:
+    """A saved recipe's (recommend_tolerance, recommend_criterion), checked by ``EvalConfig`` itself;
+    a hand-edited value it rejects gives the default rule and a warning: a Space or a card still works."""
+    ev = (recipe or {}).get("evaluation") or {}
+    try:
+        cfg = EvalConfig(recommend_tolerance=float(ev.get("recommend_tolerance", EvalConfig.recommend_tolerance)),
+                         recommend_criterion=str(ev.get("recommend_criterion", EvalConfig.recommend_criterion)))
+    except (TypeError, ValueError) as exc:
+        log.warning("recommendation rule in the saved recipe is not understood (%s); using the default", exc)
+        cfg = EvalConfig()
+    return cfg.recommend_tolerance, cfg.recommend_criterion
 
 
 def keeps_accuracy(accuracy: float, teacher_accuracy: float, tolerance: float = 0.01, criterion: str = "absolute") -> bool:

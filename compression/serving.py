@@ -33,7 +33,7 @@ import numpy as np
 from . import artifacts
 from .data import read_file
 from .metrics import predictions, same_prediction, softmax
-from .report import allowed_loss, pareto_front
+from .report import accuracy_rule, pareto_front
 from .report import recommend as recommend_row
 from .runtime import OnnxRunner, id2label, is_multi_label, time_forward, timed_forward, timed_logits
 
@@ -155,18 +155,6 @@ def _built_as(metrics: dict, name: str) -> str:
     """The variant name a row was built under: a Space shows each row under its Hub repo's name
     (``me/minilm-sst2-fp32`` -> ``minilm-sst2-fp32``) and keeps the build's own name in ``built_as``."""
     return metrics.get("built_as") or name
-
-
-def accuracy_rule(recipe: dict | None) -> tuple[float, str]:
-    """The recipe's (recommend_tolerance, recommend_criterion), as saved beside every variant."""
-    ev = (recipe or {}).get("evaluation") or {}
-    rule = ev.get("recommend_tolerance", 0.01), str(ev.get("recommend_criterion", "absolute"))
-    try:
-        allowed_loss(0.9, float(rule[0]), rule[1])
-    except (TypeError, ValueError):  # a hand-edited recipe: serve with the default rule rather than not at all
-        log.warning("recommendation rule %r in the saved recipe is not understood; using 1 point", rule)
-        return 0.01, "absolute"
-    return float(rule[0]), rule[1]
 
 
 def recommend(rows: list[dict], tolerance: float = 0.01, criterion: str = "absolute") -> str | None:
