@@ -25,7 +25,9 @@ as served, one sentence at a time), transfer
 32,000; unused = the pool's rows the teacher never saw), sched (oneshot: prune, then KD; gradual:
 ``events`` removals over the first ``ramp`` of the KD steps, each ranked afresh on its share of the
 importance batches), events, ramp, comp (1: bias compensation, the removed FFN neurons' mean activation
-folded into the FFN output bias before removal), kd (0: score the student as built, before any KD), minw (KD only on
+folded into the FFN output bias before removal), recon (1: least-squares reconstruction, each layer's attention-output
+and FFN-output dense refit on the units it keeps to give what the whole layer gave, ``reconstruct``), damp (its
+damping, a share of the Gram matrix's mean diagonal), kd (0: score the student as built, before any KD), minw (KD only on
 phrases of at least this many words, then ``samples`` of them), aug (teacher-labelled variants per KD sentence,
 ``training.kd_set``: words swapped for neighbours in the teacher's embedding table), augw (share of words swapped),
 loss (the KD term: kl at temperature T, or mse on the raw logits), freeze (the embeddings block and the lowest
@@ -77,7 +79,7 @@ from compression.teacher import train_teacher  # noqa: E402
 
 DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 0.9, "T": 2.0, "hidden": 0.0,
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
-            "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "kd": 1, "minw": 0, "aug": 0,
+            "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "recon": 0, "damp": 0.01, "kd": 1, "minw": 0, "aug": 0,
             "augw": 0.3, "loss": "kl", "freeze": 0, "ema": 0.0, "hnorm": 0, "fglob": 0, "lsteps": 0, "llr": 2e-5,
             "tlayers": 2, "tepochs": 0.5}
 
@@ -146,6 +148,7 @@ def student(teacher, tok, pool, s: dict):
         gradual = s["sched"] == "gradual"
         cfg = StructuredPruneConfig(heads_fraction=s["heads"], ffn_fraction=s["ffn"], recovery=gradual, importance_batches=s["imp"],
                                     schedule=s["sched"], events=s["events"], ramp=s["ramp"], compensate=bool(s["comp"]),
+                                    reconstruct=bool(s["recon"]), reconstruct_damp=s["damp"],
                                     normalize_heads=bool(s["hnorm"]), ffn_ranking="global" if s["fglob"] else "layer")
         batches = importance_batches(tok, pool, cfg.importance_batches, cfg.batch_size, 128, cfg.seed)
         layers = spread_layers(6, 2) if kind == "narrow" else tuple(range(6))

@@ -206,7 +206,7 @@ DISPLAY_ONLY = ("name", "hub_id", "hub_config", "task", "tags")  # DatasetConfig
 # Step fields added after folders were built, each with the value that does what the builds did before it
 # existed: at that value the field is left out of the fingerprint, so adding it rebuilds nothing.
 LATER_FIELDS = {"ffn_ranking": "layer", "normalize_heads": False, "ema": 0.0, "freeze_layers": 0, "min_words": 0, "augment": 0, "augment_words": 0.3, "augment_neighbours": 10, "kd_loss": "kl", "label_steps": 0,
-                "label_learning_rate": 2e-5}
+                "label_learning_rate": 2e-5, "reconstruct": False, "reconstruct_damp": 0.01}
 TEACHER_LATER_FIELDS = {"head_learning_rate": None, "layer_lr_decay": 1.0}  # the same for the teacher's fields
 
 

@@ -34,11 +34,11 @@ def test_fingerprint_tracks_steps_and_teacher(tiny_model, tiny_data):
     ({"distill": {"num_layers": 1, "max_steps": 4}},
      (("min_words", 5), ("augment", 1), ("kd_loss", "mse"), ("freeze_layers", 1), ("ema", 0.99))),
     ({"prune_structured": {"heads_fraction": 0.25, "max_steps": 4}},
-     (("normalize_heads", True), ("ffn_ranking", "global"), ("ema", 0.99))),
+     (("normalize_heads", True), ("ffn_ranking", "global"), ("ema", 0.99), ("reconstruct", True))),
 ])
 def test_a_later_field_at_its_old_behaviour_keeps_the_fingerprint(tiny_model, tiny_data, step, fields):
     """The fields of LATER_FIELDS (KD: min_words, the augment fields, kd_loss, freeze_layers, ema; structured pruning:
-    normalize_heads, ffn_ranking; the teacher's head_learning_rate, layer_lr_decay) came after folders were built: at their old behaviour a row keeps the fingerprint
+    normalize_heads, ffn_ranking, reconstruct; the teacher's head_learning_rate, layer_lr_decay) came after folders were built: at their old behaviour a row keeps the fingerprint
     it had before they existed (no rebuild); any other value is a different model."""
     import dataclasses
     import hashlib

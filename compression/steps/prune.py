@@ -198,6 +198,12 @@ class StructuredPruneConfig(TrainConfig):
             the pruned model starts from the teacher's average signal instead of a hole in it (bias
             compensation, as in FLAP, An et al. 2024; heads are not compensated, see
             ``compensate_biases``); one-shot schedule only. Costs one forward pass over the batches.
+        reconstruct: before removal, refit each layer's attention-output and FFN-output weights on the
+            units it keeps, by least squares, to give what the whole layer gave on the real tokens of the
+            importance batches (the kept inputs' Gram matrix, damped by ``reconstruct_damp`` of its mean
+            diagonal; Kwon et al. 2022, "A Fast Post-Training Pruning Framework for Transformers",
+            and OBS-style compensation). Subsumes ``compensate``; one-shot schedule only. Costs one
+            forward pass over the batches.
         normalize_heads: divide each layer's head importances by their L2 norm before the global ranking
             (Michel et al. 2019, "Are Sixteen Heads Really Better than One?"): raw Taylor scores differ
             in scale between layers, so the global ranking otherwise empties some layers of heads first.
@@ -216,6 +222,8 @@ class StructuredPruneConfig(TrainConfig):
     events: int = 4
     ramp: float = 0.5
     compensate: bool = False
+    reconstruct: bool = False
+    reconstruct_damp: float = 0.01
     normalize_heads: bool = False
     ffn_ranking: str = "layer"
 
@@ -227,6 +235,10 @@ class StructuredPruneConfig(TrainConfig):
             object.__setattr__(self, "heads", {int(k): sorted(int(h) for h in v) for k, v in self.heads.items()})
             if self.heads_fraction:
                 raise ValueError("set heads_fraction or heads, not both")
+        if self.compensate and self.reconstruct:
+            raise ValueError("set compensate or reconstruct, not both (reconstruct refits the biases too)")
+        if not self.reconstruct_damp > 0:
+            raise ValueError(f"reconstruct_damp must be > 0, got {self.reconstruct_damp}")
         if self.ffn_ranking not in ("layer", "global"):
             raise ValueError(f"ffn_ranking must be layer or global, got {self.ffn_ranking!r}")
         if self.schedule not in ("oneshot", "gradual"):
@@ -238,14 +250,14 @@ class StructuredPruneConfig(TrainConfig):
                 raise ValueError("the gradual schedule ranks heads as it goes: set heads_fraction, not heads")
             if self.events < 1 or not 0 < self.ramp <= 1:
                 raise ValueError(f"events must be >= 1 and ramp in (0, 1], got {self.events} and {self.ramp}")
-            if self.compensate:
-                raise ValueError("compensate works with the oneshot schedule only")
+            if self.compensate or self.reconstruct:
+                raise ValueError("compensate and reconstruct work with the oneshot schedule only")
             if self.ffn_ranking != "layer":
                 raise ValueError("ffn_ranking: global works with the oneshot schedule only")
 
     def __hash__(self):
         return hash((self.heads_fraction, self.ffn_fraction, str(self.heads), self.schedule, self.events, self.ramp, self.compensate,
-                     self.normalize_heads, self.ffn_ranking))
+                     self.reconstruct, self.reconstruct_damp, self.normalize_heads, self.ffn_ranking))
 
 
 def _check_structured(cfg: StructuredPruneConfig, config, counts: list[int] | None = None) -> None:
@@ -492,6 +504,69 @@ def compensate_biases(model, keep: list[torch.Tensor] | None, means: list[torch.
         out.bias += out.weight[:, dead.to(out.weight.device)] @ means[i][dead].to(out.weight)
 
 
+@torch.no_grad()
+def input_grams(model, batches, precision: str = "fp32") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, the Gram matrices [x 1]ᵀ[x 1] (float64, the last row/column the bias's constant input)
+    of what the attention-output dense and the FFN-output dense read, over the real tokens of ``batches``."""
+    layers = encoder_layers(model)
+    grams: list[list] = [[None, None] for _ in layers]
+    state = {"mask": None}
+
+    def add(i, j):
+        def hook(module, args):
+            x = args[0].float()[state["mask"]].double()
+            x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+            g = x.T @ x
+            grams[i][j] = g if grams[i][j] is None else grams[i][j] + g
+        return hook
+
+    handles = [h for i, layer in enumerate(layers) for h in (layer.attention.output.dense.register_forward_pre_hook(add(i, 0)),
+                                                              layer.output.dense.register_forward_pre_hook(add(i, 1)))]
+    was_training, device = model.training, next(model.parameters()).device
+    model.eval()
+    try:
+        for batch, _ in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            state["mask"] = batch["attention_mask"].bool()
+            with _autocast(precision):
+                model(**batch)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return [(a, b) for a, b in grams]
+
+
+@torch.no_grad()
+def refit(linear: torch.nn.Linear, gram: torch.Tensor, kept: torch.Tensor, damp: float) -> None:
+    """Least-squares refit of ``linear`` on its ``kept`` input columns (and bias) so that, on the inputs
+    ``gram`` summarises, it gives what it gave with all of them: W' = (G_kk + λI)⁻¹ G_k,all [W b]ᵀ.
+    The other columns are left as they are (the pruning removes them)."""
+    n = linear.in_features
+    cols = torch.cat([kept.cpu(), torch.tensor([n])])  # the bias's constant input is always kept
+    full = torch.cat([linear.weight.T, linear.bias[None]], 0).double().cpu()  # [n+1, out]
+    g = gram[cols][:, cols]
+    g = g + damp * g.diagonal().mean() * torch.eye(len(cols), dtype=g.dtype)
+    new = torch.linalg.solve(g, gram[cols] @ full).to(linear.weight)
+    linear.weight[:, kept.to(linear.weight.device)] = new[:-1].T
+    linear.bias.copy_(new[-1])
+
+
+def reconstruct_outputs(model, heads: dict[int, list[int]], keep: list[torch.Tensor] | None, grams, damp: float) -> None:
+    """Refit every layer's attention-output dense on the context columns of its kept heads and its
+    FFN-output dense on its kept neurons (``refit``), from the unpruned model's ``input_grams``."""
+    for i, layer in enumerate(encoder_layers(model)):
+        att = layer.attention
+        gone = heads.get(i, [])
+        if gone:
+            d = att.self.attention_head_size
+            n_heads = att.output.dense.in_features // d
+            kept = torch.cat([torch.arange(h * d, (h + 1) * d) for h in range(n_heads) if h not in gone])
+            refit(att.output.dense, grams[i][0], kept, damp)
+        if keep is not None and len(keep[i]) < layer.output.dense.in_features:
+            refit(layer.output.dense, grams[i][1], keep[i], damp)
+
+
 def _gradual(model, cfg: StructuredPruneConfig, batches, precision: str, train):
     """Remove ``1/events`` of the target at each of ``events`` evenly spaced recovery steps (the first
     at step 0), each ranked on a fresh share of ``batches`` by the model as trained so far."""
@@ -532,6 +607,8 @@ def structured_prune(model, cfg: StructuredPruneConfig, batches, train=None):
         heads, keep = select_units(*taylor_importance(model, batches, precision), cfg)
         if cfg.compensate:
             compensate_biases(model, keep, ffn_means(model, batches, precision))
+        if cfg.reconstruct:
+            reconstruct_outputs(model, heads, keep, input_grams(model, batches, precision), cfg.reconstruct_damp)
     named = original_heads(model.config, heads)  # by the index before any pruning, as config.pruned_heads
     prune_heads_ffn(model, heads, keep)
     if not gradual and cfg.recovery and train is not None:
