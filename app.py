@@ -40,6 +40,10 @@ warnings.filterwarnings("ignore", message=".*HTTP_422_UNPROCESSABLE_ENTITY.*")
 VARIANTS_DIR = Path(os.environ.get("BCS_VARIANTS_DIR", "variants"))
 RECIPE = os.environ.get("BCS_RECIPE", str(Path(__file__).with_name("recipes") / "demo.yaml"))
 POLL_S = 2.0  # how often an open page looks at the build folder while a build runs
+# Row marks from plain text fonts (DejaVu Sans has both), not emoji: in a browser without an emoji font
+# (headless Chromium on Debian, minimal desktops) ⭐ and ⏳ were empty boxes.
+STAR = "★"  # the recommended variant
+WAIT = "◌"  # a planned variant not built yet
 _REPOS_FILE = Path(__file__).with_name("space_config") / "hub_repos.txt"
 HUB_REPOS = [r.strip() for r in os.environ.get("BCS_HUB_REPOS", "").split(",") if r.strip()] or (
     [r.strip() for r in _REPOS_FILE.read_text().splitlines() if r.strip()] if _REPOS_FILE.is_file() else []
@@ -185,7 +189,7 @@ def share_link(text: str, variant: str | None, base: str = "") -> str:
 
 
 def _mark(name: str, highlight: str | None) -> str:
-    shown = f"⭐ {name}" if name == FAMILY.recommended else name
+    shown = f"{STAR} {name}" if name == FAMILY.recommended else name
     return f"▶ {shown}" if name == highlight else shown
 
 
@@ -268,7 +272,7 @@ def compare_table(highlight: str | None = None) -> pd.DataFrame:
     rows = []
     for r in FAMILY.rows + planned_rows():
         if r.get("planned"):
-            rows.append({"variant": f"⏳ {r['variant']}", "delta_vs_teacher": r["planned"]})
+            rows.append({"variant": f"{WAIT} {r['variant']}", "delta_vs_teacher": r["planned"]})
             continue
         row = {c: (round(r[c], digits[c]) if c in digits and r.get(c) is not None else r.get(c)) for c in COMPARE_COLUMNS}
         name = r["variant"]
@@ -403,7 +407,7 @@ with gr.Blocks(title="BERT Compression Studio") as demo:
         gr.Markdown("Every variant as measured by the build: accuracy as served (each sentence on its own), its "
                     "difference to the teacher on the same sentences with a 95% paired-bootstrap interval (points) and "
                     "the sentences that flip each way (teacher right → wrong / wrong → right), out-of-domain accuracy, "
-                    "batch-1 latency on the build machine. ⭐ = recommended; ↓ = significantly worse than the "
+                    f"batch-1 latency on the build machine. {STAR} = recommended; ↓ = significantly worse than the "
                     "recommendation's tolerance. Click a header to sort.")
         compare_df = gr.Dataframe(compare_table(), datatype="markdown", interactive=False, elem_id="compare-table")
         points = pareto_points()

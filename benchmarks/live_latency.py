@@ -50,7 +50,7 @@ def main() -> int:
             wall.append((time.perf_counter() - t0) * 1e3)
             rows = [dict(zip(table["headers"], r)) for r in table["data"]]
             for r in rows:
-                r["variant"] = r["variant"].removeprefix("⭐ ")  # the recommended row's name carries a star on the page
+                r["variant"] = r["variant"].removeprefix("★ ")  # the recommended row's name carries a star on the page
                 own.setdefault(r["variant"], []).append(r["latency_ms"])
     from compression import serving
     from compression.metrics import latency

@@ -50,12 +50,12 @@ def client(app):
 
 
 def _rows(result, marks: bool = False):
-    """The Classify table's rows; the recommended row's ⭐ taken off its name unless ``marks``."""
+    """The Classify table's rows; the recommended row's ★ taken off its name unless ``marks``."""
     table = result[0]
     rows = [dict(zip(table["headers"], row)) for row in table["data"]]
     if not marks:
         for r in rows:
-            r["variant"] = r["variant"].removeprefix("⭐ ")
+            r["variant"] = r["variant"].removeprefix("★ ")
     return rows
 
 
@@ -73,8 +73,8 @@ def test_every_variant_answers_and_broken_one_is_listed(app, client):
     result = client.predict("the acting was superb and moving", None, api_name="/classify")
     shown = [r["variant"] for r in _rows(result, marks=True)]
     best = module.FAMILY.recommended
-    assert best and best != "fp32" and shown[:2] == ["fp32", f"⭐ {best}"]  # the two answers a user compares, on top
-    assert sum("⭐" in v for v in shown) == 1
+    assert best and best != "fp32" and shown[:2] == ["fp32", f"★ {best}"]  # the two answers a user compares, on top
+    assert sum("★" in v for v in shown) == 1
     rows = _rows(result)
     assert [r["variant"] for r in rows] == _answer_order(module) and sorted(_answer_order(module)) == sorted(module.FAMILY.names)
     assert {"fp32", "fp16", "int8-dynamic", "int8-static"} <= set(module.FAMILY.names)
@@ -135,7 +135,7 @@ def test_query_params_preselect_and_unknown_variant(app):
 
     df, _, chart, _, link = module.classify("so dull", "int8-dynamic", PageRequest())
     assert link == "https://example.hf.space/studio/?text=so+dull&variant=int8-dynamic"  # a whole link, old query replaced
-    assert "▶ int8-dynamic" in [v.replace("⭐ ", "") for v in df["variant"]]  # ⭐ too when the timings made it the recommended row
+    assert "▶ int8-dynamic" in [v.replace("★ ", "") for v in df["variant"]]  # ★ too when the timings made it the recommended row
     assert chart.set_index("variant").loc["int8-dynamic", "shown"] == "highlighted"
     assert (chart["shown"] == "highlighted").sum() == 1
     assert any(v.startswith("▶ ") and "int8-dynamic" in v for v in module.compare_table("int8-dynamic")["variant"])
@@ -192,9 +192,9 @@ def test_real_browser_types_and_sees_one_row_per_variant(app, tmp_path):
             timeout=30000,
         )
         names = [t.strip() for t in first_col.all_inner_texts()]
-        plain = [n.replace("▶ ", "").replace("⭐ ", "") for n in names]
+        plain = [n.replace("▶ ", "").replace("★ ", "") for n in names]
         assert plain == _answer_order(module)  # the reference and the recommended answers on top
-        assert "⭐" in names[1] and sum("⭐" in n for n in names) == 1
+        assert "★" in names[1] and sum("★" in n for n in names) == 1
         assert [n for n in names if n.startswith("▶ ")] == [names[plain.index("int8-dynamic")]]  # preselected by the link
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
         browser.close()
@@ -236,14 +236,14 @@ def test_compare_tab_values_come_from_each_metrics_file(app):
 
     module, _ = app
     df = module.compare_table()
-    by_name = {v.replace("⭐ ", "").replace(" ↓", ""): row for v, row in zip(df["variant"], df.to_dict("records"))}
+    by_name = {v.replace("★ ", "").replace(" ↓", ""): row for v, row in zip(df["variant"], df.to_dict("records"))}
     assert set(by_name) == {r["variant"] for r in module.FAMILY.rows}
     for r in module.FAMILY.rows:
         row = by_name[r["variant"]]
         assert row["accuracy"] == round(r["accuracy"], 4) and row["latency_p50_ms"] == round(r["latency_p50_ms"], 2)
         assert row["delta_vs_teacher"] == delta_text(r) and row["flips"] == f"{r['flips_lost']} / {r['flips_gained']}"
     assert by_name["teacher"]["delta_vs_teacher"] == "+0.00 [+0.00, +0.00]"
-    assert sum("⭐" in v for v in df["variant"]) == 1
+    assert sum("★" in v for v in df["variant"]) == 1
     points = module.pareto_points()
     assert set(points["variant"]) == set(by_name) and (points["role"] == "recommended").sum() == 1
     lo, hi = module.accuracy_range(points)  # no point on the plot's edge, where it would be cut in half
@@ -355,9 +355,9 @@ def test_first_run_serves_at_once_and_rows_appear_without_a_reload(tiny_model, t
             page.wait_for_selector('#predictions [data-testid^="cell-"][data-col="0"]', timeout=30000)
             early = page.locator('#predictions [data-testid^="cell-"][data-col="0"]').count()
             page.get_by_role("tab", name="Compare").click()
-            # a row per planned variant from the start ("⏳ name", building…); each fills in when finished
+            # a row per planned variant from the start ("◌ name", building…); each fills in when finished
             filled = ("() => [...document.querySelectorAll('#compare-table [data-testid^=\"cell-\"][data-col=\"0\"]')]"
-                      ".filter(c => !c.innerText.includes('⏳')).length")
+                      ".filter(c => !c.innerText.includes('◌')).length")
             deadline = time.time() + 300
             while time.time() < deadline:
                 counts.append(page.evaluate(filled))
@@ -432,12 +432,12 @@ def test_compare_table_lists_the_plan_and_keeps_its_row_count(app, tmp_path, mon
         table = module.compare_table()
         assert len(table) == len(served) + 2
         waiting = dict(zip(table["variant"], table["delta_vs_teacher"]))
-        assert waiting["⏳ later"] == "building…" and waiting["⏳ odd"] == "skipped: needs a BERT-style model"
-        assert sum(not v.startswith("⏳") for v in table["variant"]) == len(served)   # every served row kept its numbers
+        assert waiting["◌ later"] == "building…" and waiting["◌ odd"] == "skipped: needs a BERT-style model"
+        assert sum(not v.startswith("◌") for v in table["variant"]) == len(served)   # every served row kept its numbers
         assert table["accuracy"].notna().sum() == len(served)
         p.fail("BuildError: out of disk")
     table = module.compare_table()
     assert len(table) == len(served) + 2
-    assert dict(zip(table["variant"], table["delta_vs_teacher"]))["⏳ later"].startswith("not built")
+    assert dict(zip(table["variant"], table["delta_vs_teacher"]))["◌ later"].startswith("not built")
     monkeypatch.setattr(module, "VARIANTS_DIR", tmp_path / "none")   # no build at all: only what is served
     assert len(module.compare_table()) == len(served)

@@ -342,8 +342,8 @@ def test_space_from_published_repos_runs_without_torch_in_a_browser(hub, publish
         served = {f"tiny-{n}" for n in ("fp32", "fp16", "int8-dynamic", "int8-emb4", "int8-static", "w4")}
         table = Client(f"http://127.0.0.1:{port}/", verbose=False).predict("not bad at all", None, api_name="/classify")[0]
         names = [row[0] for row in table["data"]]
-        assert {n.removeprefix("⭐ ") for n in names} == served  # every published ONNX variant answers without torch
-        assert sum(n.startswith("⭐ ") for n in names) == 1  # the Space recommends one, from the published metrics
+        assert {n.removeprefix("★ ") for n in names} == served  # every published ONNX variant answers without torch
+        assert sum(n.startswith("★ ") for n in names) == 1  # the Space recommends one, from the published metrics
         if not chromium.exists():
             pytest.skip("Debian chromium not installed (.ci/run installs it); the API half passed")
         from playwright.sync_api import sync_playwright
@@ -366,7 +366,7 @@ def test_space_from_published_repos_runs_without_torch_in_a_browser(hub, publish
                                    f".length === {rows}", timeout=30000)
             page.wait_for_selector("#pareto-plot canvas, #pareto-plot svg", timeout=30000)  # the native plot rendered
             names = page.locator('#compare-table [data-testid^="cell-"][data-col="0"]').all_inner_texts()
-            assert sum("⭐" in n for n in names) == 1 and any("teacher" in n for n in names)
+            assert sum("★" in n for n in names) == 1 and any("teacher" in n for n in names)
             page.screenshot(path=str(os.environ.get("BCS_SCREENSHOT_DIR", tmp_path)) + "/space-compare.png", full_page=True)
             browser.close()
     finally:
