@@ -473,21 +473,30 @@ def ffn_means(model, batches, precision: str = "fp32") -> list[torch.Tensor]:
             sums[i] += (out.float() * state["mask"]).sum((0, 1)).cpu()
         return hook
 
-    handles = [layer.intermediate.register_forward_hook(add(i)) for i, layer in enumerate(layers)]
+    def on_batch(mask):
+        state["mask"] = mask.unsqueeze(-1).float()
+        state["tokens"] += float(mask.sum())
+
+    _hooked_pass(model, batches, precision, [layer.intermediate.register_forward_hook(add(i)) for i, layer in enumerate(layers)],
+                 on_batch)
+    return [s / max(state["tokens"], 1.0) for s in sums]
+
+
+def _hooked_pass(model, batches, precision: str, handles, on_batch) -> None:
+    """One eval-mode forward over ``batches`` for the forward ``handles`` to observe (removed after; the
+    model's training mode restored); ``on_batch(attention_mask)`` before each batch."""
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
     try:
         for batch, _ in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
-            state["mask"] = batch["attention_mask"].unsqueeze(-1).float()
-            state["tokens"] += float(batch["attention_mask"].sum())
+            on_batch(batch["attention_mask"])
             with _autocast(precision):
                 model(**batch)
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
-    return [s / max(state["tokens"], 1.0) for s in sums]
 
 
 @torch.no_grad()
@@ -522,18 +531,7 @@ def input_grams(model, batches, precision: str = "fp32") -> list[tuple[torch.Ten
 
     handles = [h for i, layer in enumerate(layers) for h in (layer.attention.output.dense.register_forward_pre_hook(add(i, 0)),
                                                               layer.output.dense.register_forward_pre_hook(add(i, 1)))]
-    was_training, device = model.training, next(model.parameters()).device
-    model.eval()
-    try:
-        for batch, _ in batches:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            state["mask"] = batch["attention_mask"].bool()
-            with _autocast(precision):
-                model(**batch)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    _hooked_pass(model, batches, precision, handles, lambda mask: state.update(mask=mask.bool()))
     return [(a, b) for a, b in grams]
 
 
