@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 
 from .artifacts import FORMAT_ONNX, REPORT, SERVABLE, TEACHER, load_rows
-from .config import EvalConfig
+from .config import CRITERIA, EvalConfig
 from .errors import BuildError
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,8 @@ def allowed_loss(teacher_accuracy: float | None, tolerance: float, criterion: st
     Intel Neural Compressor's default criterion and of issue #17's full family)."""
     if criterion == "relative":
         return tolerance * (teacher_accuracy or 0.0)
-    if criterion != "absolute":
-        raise ValueError(f"criterion must be absolute or relative, got {criterion!r}")
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be {' or '.join(CRITERIA)}, got {criterion!r}")
     return tolerance
 
 
