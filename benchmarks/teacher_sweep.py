@@ -17,7 +17,9 @@ freeze_layers, warmup, precision (auto/fp32/bf16), dropout (-1 = the model's own
 pool phrases of at least this many words; ``samples`` of them, or all when fewer: "fewer, longer sentences"),
 head_lr (the classifier head's and pooler's learning rate; 0 = the body's ``lr``), lld (layer-wise
 learning-rate decay: each block below the top learns at this factor of the one above; 1 = off), freeze_emb
-(1: the word-embedding table fixed, as the demo recipe trains; 0: trained too, as recipes/sst2.yaml does).
+(1: the word-embedding table fixed, as the demo recipe trains; 0: trained too, as recipes/sst2.yaml does),
+pool (1: the pooler reads the mask-weighted mean of the last layer instead of the [CLS] vector, the pooling
+all-MiniLM-L6-v2 was trained with; an experiment on BERT only, patched in here, not a recipe field).
 """
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ def dev_split(train: TextData, seed: int = 0) -> tuple[TextData, TextData]:
 
 def parse(spec: str) -> dict:
     out = {"samples": 32000, "epochs": 1.0, "lr": 1e-4, "batch": 32, "freeze_layers": 0, "warmup": 0.06,
-           "precision": "fp32", "dropout": -1.0, "seed": 42, "minw": 0, "head_lr": 0.0, "lld": 1.0, "freeze_emb": 1}
+           "precision": "fp32", "dropout": -1.0, "seed": 42, "minw": 0, "head_lr": 0.0, "lld": 1.0, "freeze_emb": 1,
+           "pool": 0}
     for part in filter(None, spec.split(",")):
         key, value = part.split("=")
         if key not in out:
@@ -83,6 +86,34 @@ def accuracy(model, tokenizer, data: TextData) -> float:
     return int((predictions(model, tokenizer, data) == torch.tensor(data.labels)).sum()) / len(data)
 
 
+_MEAN = {"on": False, "mask": None}
+
+
+def mean_pooling_patch() -> None:
+    """BERT's pooler reads the masked mean of the last layer while ``_MEAN["on"]`` (the sweep's ``pool=1``)."""
+    from transformers.models.bert import modeling_bert as mb
+
+    if getattr(mb.BertPooler, "_sweep_patched", False):
+        return
+    model_forward, pooler_forward = mb.BertModel.forward, mb.BertPooler.forward
+
+    def forward(self, input_ids=None, attention_mask=None, *args, **kwargs):
+        _MEAN["mask"] = attention_mask
+        return model_forward(self, input_ids, attention_mask, *args, **kwargs)
+
+    def pool(self, hidden_states):
+        mask = _MEAN["mask"]
+        if not _MEAN["on"]:
+            return pooler_forward(self, hidden_states)
+        if mask is None:
+            mask = torch.ones(hidden_states.shape[:2], dtype=hidden_states.dtype)
+        m = mask.unsqueeze(-1).to(hidden_states.dtype)
+        mean = (hidden_states * m).sum(1) / m.sum(1).clamp(min=1)
+        return self.activation(self.dense(mean))
+
+    mb.BertModel.forward, mb.BertPooler.forward, mb.BertPooler._sweep_patched = forward, pool, True
+
+
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     ap = argparse.ArgumentParser()
@@ -101,6 +132,8 @@ def main() -> int:
                              freeze_embeddings=bool(s["freeze_emb"]), freeze_layers=s["freeze_layers"], precision=s["precision"],
                              dropout=None if s["dropout"] < 0 else s["dropout"], seed=s["seed"],
                              head_learning_rate=s["head_lr"] or None, layer_lr_decay=s["lld"])
+        mean_pooling_patch()
+        _MEAN["on"] = bool(s["pool"])
         source = pool
         if s["minw"]:
             long = long_phrases(pool.texts, s["minw"])  # the filter KD's min_words uses
