@@ -5,6 +5,7 @@ the Space, download it, start its app.py without torch, then time it.
         --only fp32 fp16 int8-dynamic int8-static int8-emb4 w4 fused-int8 distilled-L3-int8 distilled-L3-vocab-int8-emb4 \
                pruned-fused-int8 pruned-fused-vocab-int8-emb4 tiny \
         --json bench-out/space.json
+    python benchmarks/space.py --variants-dir variants --screenshot /tmp/space.png   # and look at the Space as a visitor
 
 Prints a table and writes JSON with the CPU named:
 - cold start: process start -> first HTTP 200 of the Space app (downloads from the local Hub included);
@@ -28,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import threading
+import urllib.parse
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -96,6 +98,24 @@ def _gradio_client_load(url: str, texts: list[str], callers: int, requests: int,
         return list(pool.map(caller, range(callers)))
 
 
+def space_screenshot(url: str, text: str, path: str) -> None:
+    """The Space's page as a visitor sees it after classifying ``text`` (the quality bar's "look again")."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(f"{url}?{urllib.parse.urlencode({'text': text})}")  # the app's shareable-link parameter fills the box
+        page.wait_for_function(f"() => document.querySelector('textarea')?.value === {text!r}", timeout=60000)
+        page.get_by_role("button", name="Classify").click()
+        try:
+            page.wait_for_selector('#predictions [data-testid^="cell-"]', timeout=60000)
+            page.wait_for_timeout(3000)  # let the bar charts draw
+        finally:  # a page that never answered is what to look at too
+            page.screenshot(path=path, full_page=True)
+            browser.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variants-dir", default="variants")
@@ -106,6 +126,8 @@ def main() -> int:
     ap.add_argument("--load-client", choices=["http", "gradio_client"], default="http",
                     help="how the load test calls the app (see the module docstring)")
     ap.add_argument("--json", default="bench-out/space.json")
+    ap.add_argument("--screenshot", help="also save a PNG of the Space's page (Debian's Chromium) after it classified --text")
+    ap.add_argument("--text", default="not bad at all", help="what --screenshot types")
     args = ap.parse_args()
 
     work_root = Path(tempfile.mkdtemp(prefix="bcs-space-bench-"))
@@ -150,6 +172,8 @@ def main() -> int:
         hub_server.wait_http(f"http://127.0.0.1:{app_port}/", proc, seconds=600)
         cold_s = time.perf_counter() - t0
         url = f"http://127.0.0.1:{app_port}/"
+        if args.screenshot:
+            space_screenshot(url, args.text, args.screenshot)
         texts = [line.split("\t")[0] for line in (REPO.parent / "shared/data/sst2/validation.tsv").read_text().splitlines()[1:101]]
         client = Client(url, verbose=False)
         served = len(client.predict(texts[0], None, api_name="/classify")[0]["data"])
