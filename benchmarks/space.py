@@ -29,8 +29,8 @@ import statistics
 import sys
 import tempfile
 import threading
-import urllib.parse
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

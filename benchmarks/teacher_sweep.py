@@ -132,7 +132,8 @@ def main() -> int:
                              freeze_embeddings=bool(s["freeze_emb"]), freeze_layers=s["freeze_layers"], precision=s["precision"],
                              dropout=None if s["dropout"] < 0 else s["dropout"], seed=s["seed"],
                              head_learning_rate=s["head_lr"] or None, layer_lr_decay=s["lld"])
-        mean_pooling_patch()
+        if s["pool"]:
+            mean_pooling_patch()  # once patched, the flag below turns it off again for the rows without pool=1
         _MEAN["on"] = bool(s["pool"])
         source = pool
         if s["minw"]:
