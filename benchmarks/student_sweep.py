@@ -38,7 +38,8 @@ all layers at once, ``ffn_ranking: global``, so layers keep different widths), l
 the gold labels alone, ``training.label_finetune``; the row also reports the same student before them, under
 ``before_label``: rows differing only in lsteps/llr share one KD run), llr (that fine-tune's learning rate),
 tlayers (tiny's first stage: an L2 by default, or this many of the teacher's layers, spread), tepochs (epochs of
-tiny's second stage, the KD after narrowing: 0.5 as the demo recipe).
+tiny's second stage, the KD after narrowing: 0.5 as the demo recipe), drop (kind=pruned: this teacher layer removed
+whole before the heads and FFN are ranked and cut, a 5-layer pruned student; -1 = none).
 Besides dev accuracy each row reports agreement: the share of dev sentences where the student predicts what the
 teacher predicts (how faithfully it copies the teacher, right or wrong); and the same on the dev slice with
 user-text noise (``user_noise``: an @mention in front, a link or a hashtag behind, as users' text carries and
@@ -81,7 +82,7 @@ DEFAULTS = {"kind": "L3", "samples": 24000, "epochs": 1.0, "lr": 1e-4, "alpha": 
             "dropout": -1.0, "precision": "auto", "heads": 0.5, "ffn": 0.55, "seed": 0, "batch": 32, "imp": 16, "speed": 0,
             "transfer": "pool", "sched": "oneshot", "events": 4, "ramp": 0.5, "comp": 0, "recon": 0, "damp": 0.01, "kd": 1, "minw": 0, "aug": 0,
             "augw": 0.3, "loss": "kl", "freeze": 0, "ema": 0.0, "hnorm": 0, "fglob": 0, "lsteps": 0, "llr": 2e-5,
-            "tlayers": 2, "tepochs": 0.5}
+            "tlayers": 2, "tepochs": 0.5, "drop": -1}
 
 NAMES = ("john", "sarah", "mike", "acme", "support", "team", "store", "bank", "shop", "help")
 
@@ -144,14 +145,15 @@ def student(teacher, tok, pool, s: dict):
         layers = spread_layers(6, s["tlayers"] if kind == "tiny" else int(kind[1:]))
         return make_student(teacher, layers), layers, None
     if kind in ("pruned", "narrow"):
-        model = make_student(teacher, spread_layers(6, 2)) if kind == "narrow" else copy.deepcopy(teacher)
+        keep = tuple(i for i in range(6) if i != s["drop"])  # drop: one whole teacher layer removed before ranking
+        model = make_student(teacher, spread_layers(6, 2) if kind == "narrow" else keep)
         gradual = s["sched"] == "gradual"
         cfg = StructuredPruneConfig(heads_fraction=s["heads"], ffn_fraction=s["ffn"], recovery=gradual, importance_batches=s["imp"],
                                     schedule=s["sched"], events=s["events"], ramp=s["ramp"], compensate=bool(s["comp"]),
                                     reconstruct=bool(s["recon"]), reconstruct_damp=s["damp"],
                                     normalize_heads=bool(s["hnorm"]), ffn_ranking="global" if s["fglob"] else "layer")
         batches = importance_batches(tok, pool, cfg.importance_batches, cfg.batch_size, 128, cfg.seed)
-        layers = spread_layers(6, 2) if kind == "narrow" else tuple(range(6))
+        layers = spread_layers(6, 2) if kind == "narrow" else keep
         if gradual:
             return model, layers, (cfg, batches)
         model, _ = structured_prune(model, cfg, batches)
