@@ -1,11 +1,13 @@
 """What the benchmark and screenshot scripts share: a free port, app.py started over a build folder,
-and the sentences a build times its latency on. One copy here instead of one per script."""
+a page in Debian's Chromium and a sentence classified on it, and the sentences a build times its latency
+on. One copy here instead of one per script."""
 from __future__ import annotations
 
 import contextlib
 import os
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 from compression.hubserver import free_port, wait_http  # noqa: F401  (the scripts start and wait for their app with them)
@@ -27,6 +29,33 @@ def app_over(folder: Path, log=None):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def browser_page():
+    """One 1280x1000 page in Debian's Chromium (Playwright, headless); the browser closed after."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 1000})
+        finally:
+            browser.close()
+
+
+def open_with_text(page, url: str, text: str, variant: str | None = None) -> None:
+    """Open the app at ``url`` through its shareable link (``?text=``, ``&variant=``) and wait until the
+    box holds ``text``: a click before the page has bound the box sends an empty sentence."""
+    query = {"text": text, **({"variant": variant} if variant else {})}
+    page.goto(f"{url}?{urllib.parse.urlencode(query)}")
+    page.wait_for_function(f"() => document.querySelector('textarea')?.value === {text!r}", timeout=60000)
+
+
+def click_classify(page) -> None:
+    """Click Classify and wait for the answer's first table cell."""
+    page.get_by_role("button", name="Classify").click()
+    page.wait_for_selector('#predictions [data-testid^="cell-"]', timeout=60000)
 
 
 def latency_texts(folder: Path) -> tuple[list[str], object]:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appserver import REPO, free_port, wait_http  # noqa: E402
+from appserver import REPO, browser_page, free_port, wait_http  # noqa: E402
 
 from compression import artifacts, progress  # noqa: E402
 from compression.machine import cpu_flags, cpu_name  # noqa: E402
@@ -49,17 +49,12 @@ def ask(variant: Path, text: str) -> dict:
 
 def _screenshot(url: str, path: str) -> None:
     """The page as a user sees it while the build runs (Debian's Chromium through Playwright)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    with browser_page() as page:
         page.goto(url)
         page.wait_for_selector("#build-status", timeout=60000)
         page.get_by_role("tab", name="Compare").click()
         page.wait_for_timeout(4000)  # a poll or two: rows and the plot drawn
         page.screenshot(path=path, full_page=True)
-        browser.close()
 
 
 def main() -> int:

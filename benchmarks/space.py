@@ -30,12 +30,11 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appserver import REPO, free_port  # noqa: E402
+from appserver import REPO, browser_page, click_classify, free_port, open_with_text  # noqa: E402
 TOKEN, NS = "hf_benchmark_token", "bench"
 
 
@@ -100,20 +99,13 @@ def _gradio_client_load(url: str, texts: list[str], callers: int, requests: int,
 
 def space_screenshot(url: str, text: str, path: str) -> None:
     """The Space's page as a visitor sees it after classifying ``text`` (the quality bar's "look again")."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(f"{url}?{urllib.parse.urlencode({'text': text})}")  # the app's shareable-link parameter fills the box
-        page.wait_for_function(f"() => document.querySelector('textarea')?.value === {text!r}", timeout=60000)
-        page.get_by_role("button", name="Classify").click()
+    with browser_page() as page:
+        open_with_text(page, url, text)
         try:
-            page.wait_for_selector('#predictions [data-testid^="cell-"]', timeout=60000)
+            click_classify(page)
             page.wait_for_timeout(3000)  # let the bar charts draw
         finally:  # a page that never answered is what to look at too
             page.screenshot(path=path, full_page=True)
-            browser.close()
 
 
 def main() -> int:

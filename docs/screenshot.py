@@ -11,12 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.parse
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from appserver import app_over  # noqa: E402
+from appserver import app_over, browser_page, click_classify, open_with_text  # noqa: E402
 
 
 def main() -> int:
@@ -30,16 +29,9 @@ def main() -> int:
         report = Path(args.variants_dir) / "report.json"
         args.variant = json.loads(report.read_text()).get("recommended") if report.is_file() else None
     with app_over(Path(args.variants_dir)) as url:
-        from playwright.sync_api import sync_playwright
-
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            query = {"text": args.text, **({"variant": args.variant} if args.variant else {})}
-            page.goto(f"{url}?{urllib.parse.urlencode(query)}")
-            page.wait_for_function(f"() => document.querySelector('textarea')?.value === {args.text!r}", timeout=60000)
-            page.get_by_role("button", name="Classify").click()
-            page.wait_for_selector('#predictions [data-testid^="cell-"]', timeout=60000)
+        with browser_page() as page:
+            open_with_text(page, url, args.text, args.variant)
+            click_classify(page)
             # the warm timer's start-up sweep ran while Chromium started on the same 2 cores: ask a few
             # more times with the browser idle, so live_ms's window holds mostly runs taken after that
             for _ in range(6):
@@ -51,7 +43,6 @@ def main() -> int:
             page.wait_for_selector("#pareto-plot canvas, #pareto-plot svg", timeout=60000)
             page.wait_for_timeout(3000)
             page.screenshot(path=str(REPO / "docs" / f"{args.prefix}compare.png"), full_page=True)
-            browser.close()
     print(REPO / "docs" / f"{args.prefix}app.png", REPO / "docs" / f"{args.prefix}compare.png")
     return 0
 
